@@ -20,7 +20,12 @@ pub mod media_types {
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
     /// Every manifest media type berth stores and serves.
-    pub const SUPPORTED: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+    pub const SUPPORTED: [&str; 4] = [
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+    ];
 
     pub fn is_supported(mt: &str) -> bool {
         SUPPORTED.contains(&mt)
@@ -106,10 +111,11 @@ fn essence(ct: &str) -> &str {
 impl ParsedManifest {
     /// Parses a manifest body. `content_type` is the request's Content-Type, if any.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, ManifestError> {
-        let raw: Raw = serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
-        let header = content_type
-            .map(essence)
-            .filter(|ct| !ct.is_empty() && *ct != "application/json" && *ct != "application/octet-stream");
+        let raw: Raw =
+            serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let header = content_type.map(essence).filter(|ct| {
+            !ct.is_empty() && *ct != "application/json" && *ct != "application/octet-stream"
+        });
         let media_type = match (header, raw.media_type.as_deref()) {
             (Some(h), Some(b)) if h != b => {
                 return Err(ManifestError::MediaTypeMismatch {
@@ -122,7 +128,8 @@ impl ParsedManifest {
             (None, None) if raw.manifests.is_some() => media_types::OCI_INDEX.to_string(),
             (None, None) => media_types::OCI_MANIFEST.to_string(),
         };
-        if media_type == media_types::DOCKER_SCHEMA1 || media_type == media_types::DOCKER_SCHEMA1_SIGNED
+        if media_type == media_types::DOCKER_SCHEMA1
+            || media_type == media_types::DOCKER_SCHEMA1_SIGNED
         {
             return Err(ManifestError::UnsupportedMediaType(format!(
                 "{media_type} (Docker schema 1 is deprecated; push with a current client)"
@@ -136,7 +143,9 @@ impl ParsedManifest {
             Some(v) => return Err(ManifestError::SchemaVersion(v)),
             None => return Err(ManifestError::Field("schemaVersion", "missing".into())),
         }
-        let kind = if media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST {
+        let kind = if media_type == media_types::OCI_INDEX
+            || media_type == media_types::DOCKER_MANIFEST_LIST
+        {
             ManifestKind::Index
         } else {
             ManifestKind::Image
@@ -146,7 +155,10 @@ impl ParsedManifest {
         match kind {
             ManifestKind::Image => {
                 if raw.manifests.is_some() {
-                    return Err(ManifestError::Field("manifests", "not allowed in an image manifest".into()));
+                    return Err(ManifestError::Field(
+                        "manifests",
+                        "not allowed in an image manifest".into(),
+                    ));
                 }
                 let config = raw
                     .config
@@ -197,7 +209,10 @@ impl ParsedManifest {
 
 fn check_size(field: &'static str, d: &Descriptor) -> Result<(), ManifestError> {
     if d.size < 0 {
-        return Err(ManifestError::Field(field, format!("negative size for {}", d.digest)));
+        return Err(ManifestError::Field(
+            field,
+            format!("negative size for {}", d.digest),
+        ));
     }
     Ok(())
 }
@@ -254,15 +269,22 @@ mod tests {
             media_types::DOCKER_MANIFEST,
             d(1)
         );
-        let m = ParsedManifest::parse(Some(media_types::DOCKER_MANIFEST_LIST), body.as_bytes()).unwrap();
+        let m = ParsedManifest::parse(Some(media_types::DOCKER_MANIFEST_LIST), body.as_bytes())
+            .unwrap();
         assert_eq!(m.kind, ManifestKind::Index);
         assert!(matches!(m.references[0], Reference::Manifest(_)));
     }
 
     #[test]
     fn errors() {
-        assert!(matches!(ParsedManifest::parse(None, b"{"), Err(ManifestError::Json(_))));
-        let mismatch = format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#, media_types::OCI_INDEX);
+        assert!(matches!(
+            ParsedManifest::parse(None, b"{"),
+            Err(ManifestError::Json(_))
+        ));
+        let mismatch = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media_types::OCI_INDEX
+        );
         assert!(matches!(
             ParsedManifest::parse(Some(media_types::OCI_MANIFEST), mismatch.as_bytes()),
             Err(ManifestError::MediaTypeMismatch { .. })
@@ -272,10 +294,20 @@ mod tests {
             Err(ManifestError::UnsupportedMediaType(_))
         ));
         let v1 = r#"{"schemaVersion":1,"manifests":[]}"#;
-        assert!(matches!(ParsedManifest::parse(None, v1.as_bytes()), Err(ManifestError::SchemaVersion(1))));
+        assert!(matches!(
+            ParsedManifest::parse(None, v1.as_bytes()),
+            Err(ManifestError::SchemaVersion(1))
+        ));
         let no_config = r#"{"schemaVersion":2,"layers":[]}"#;
-        assert!(matches!(ParsedManifest::parse(None, no_config.as_bytes()), Err(ManifestError::Field("config", _))));
-        let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1}}"#;
-        assert!(matches!(ParsedManifest::parse(None, bad_digest.as_bytes()), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            ParsedManifest::parse(None, no_config.as_bytes()),
+            Err(ManifestError::Field("config", _))
+        ));
+        let bad_digest =
+            r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1}}"#;
+        assert!(matches!(
+            ParsedManifest::parse(None, bad_digest.as_bytes()),
+            Err(ManifestError::Json(_))
+        ));
     }
 }

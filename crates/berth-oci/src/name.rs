@@ -171,8 +171,7 @@ impl FromStr for UploadId {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() == 32
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             Ok(UploadId(s.to_string()))
@@ -217,7 +216,10 @@ mod tests {
         for bad in [
             "", "A", "a/", "/a", "a//b", "-a", "a-", "a..b", "a___b", "a_.b", "a b", "a:b",
         ] {
-            assert!(bad.parse::<RepoName>().is_err(), "{bad:?} should be invalid");
+            assert!(
+                bad.parse::<RepoName>().is_err(),
+                "{bad:?} should be invalid"
+            );
         }
         assert!("a".repeat(256).parse::<RepoName>().is_err());
         assert_eq!("lib/x/y".parse::<RepoName>().unwrap().project(), "lib");

@@ -38,7 +38,9 @@ pub struct FsStore {
     root: PathBuf,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(format!("storage task failed: {e}")))?
@@ -82,10 +84,15 @@ impl FsStore {
         let root = root.into();
         for sub in ["blobs", "uploads", "tmp"] {
             ensure_dir(&root.join(sub)).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create {}: {e}", root.join(sub).display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create {}: {e}", root.join(sub).display()),
+                )
             })?;
         }
-        let probe = root.join("tmp").join(format!(".probe-{}", uuid::Uuid::new_v4().simple()));
+        let probe = root
+            .join("tmp")
+            .join(format!(".probe-{}", uuid::Uuid::new_v4().simple()));
         let write = || -> io::Result<()> {
             let mut f = File::create(&probe)?;
             f.write_all(b"berth")?;
@@ -93,7 +100,10 @@ impl FsStore {
             fs::remove_file(&probe)
         };
         write().map_err(|e| {
-            io::Error::new(e.kind(), format!("storage path {} is not writable: {e}", root.display()))
+            io::Error::new(
+                e.kind(),
+                format!("storage path {} is not writable: {e}", root.display()),
+            )
         })?;
         Ok(FsStore { root })
     }
@@ -162,7 +172,10 @@ async fn pump(file: File, mut body: ByteStream) -> Result<(File, u64)> {
         if buf.len() >= IO_BUF || (done && !buf.is_empty()) {
             let spare = settle(&mut inflight, &mut file).await?;
             let mut f = file.take().expect("file is back after settle");
-            let data = std::mem::replace(&mut buf, spare.unwrap_or_else(|| Vec::with_capacity(IO_BUF)));
+            let data = std::mem::replace(
+                &mut buf,
+                spare.unwrap_or_else(|| Vec::with_capacity(IO_BUF)),
+            );
             inflight = Some(tokio::task::spawn_blocking(move || {
                 f.write_all(&data)?;
                 Ok((f, data))
@@ -180,7 +193,10 @@ async fn pump(file: File, mut body: ByteStream) -> Result<(File, u64)> {
 impl BlobStore for FsStore {
     async fn stat(&self, digest: &Digest) -> Result<u64> {
         let p = self.blob_path(digest);
-        Ok(blocking(move || fs::metadata(p)).await.map_err(not_found)?.len())
+        Ok(blocking(move || fs::metadata(p))
+            .await
+            .map_err(not_found)?
+            .len())
     }
 
     async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobReader> {
@@ -210,7 +226,10 @@ impl BlobStore for FsStore {
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string());
         let this = self.clone();
         let digest = digest.clone();
         blocking(move || {
@@ -244,7 +263,11 @@ impl BlobStore for FsStore {
     async fn upload_create(&self, id: &UploadId) -> Result<()> {
         let p = self.upload_path(id);
         blocking(move || {
-            OpenOptions::new().write(true).create_new(true).open(&p)?.sync_all()?;
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)?
+                .sync_all()?;
             sync_dir(p.parent().expect("parent"))
         })
         .await?;
@@ -286,7 +309,10 @@ impl BlobStore for FsStore {
 
     async fn upload_size(&self, id: &UploadId) -> Result<u64> {
         let p = self.upload_path(id);
-        Ok(blocking(move || fs::metadata(p)).await.map_err(not_found)?.len())
+        Ok(blocking(move || fs::metadata(p))
+            .await
+            .map_err(not_found)?
+            .len())
     }
 
     async fn upload_read(&self, id: &UploadId) -> Result<ByteStream> {
@@ -331,7 +357,11 @@ impl BlobStore for FsStore {
             let mut out = Vec::new();
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
-                let Some(id) = entry.file_name().to_str().and_then(|s| s.parse::<UploadId>().ok()) else {
+                let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<UploadId>().ok())
+                else {
                     continue;
                 };
                 let modified = entry.metadata()?.modified()?;
@@ -364,7 +394,11 @@ mod tests {
         let store = FsStore::open(dir.path()).unwrap();
         let d = Digest::sha256_of(b"hello");
         store.put(&d, Bytes::from_static(b"hello")).await.unwrap();
-        let p = dir.path().join("blobs/sha256").join(&d.hex()[..2]).join(d.hex());
+        let p = dir
+            .path()
+            .join("blobs/sha256")
+            .join(&d.hex()[..2])
+            .join(d.hex());
         assert_eq!(fs::read(&p).unwrap(), b"hello");
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }

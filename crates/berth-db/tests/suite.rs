@@ -1,0 +1,260 @@
+//! The database suite: every check runs on SQLite, PostgreSQL and MySQL/MariaDB.
+
+use berth_db::testing::{self, TestDb};
+use berth_db::{Db, ManifestRecord, ManifestReference, ManifestRow};
+
+fn digest(n: u32) -> String {
+    format!("sha256:{n:064x}")
+}
+
+fn row(d: &str, subject: Option<&str>, artifact_type: Option<&str>) -> ManifestRow {
+    ManifestRow {
+        digest: d.to_string(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        artifact_type: artifact_type.map(str::to_string),
+        subject: subject.map(str::to_string),
+        size: 123,
+        annotations: Some(r#"{"a":"b"}"#.into()),
+        pushed_at: 1000,
+    }
+}
+
+async fn each(f: impl AsyncFn(&Db)) {
+    let dbs: Vec<TestDb> = testing::all().await;
+    for t in dbs {
+        eprintln!("-- on {}", t.db.dialect().name());
+        f(&t.db).await;
+        t.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let dbs = testing::all().await;
+    for t in dbs {
+        // A second connect (another replica starting) applies nothing twice.
+        let again = Db::connect(&t.url).await.expect("second connect");
+        again.close().await;
+        t.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn repositories_and_blobs() {
+    each(async |db| {
+        assert_eq!(db.repository_id("a/b").await.unwrap(), None);
+        let id = db.ensure_repository("a/b").await.unwrap();
+        assert_eq!(db.ensure_repository("a/b").await.unwrap(), id);
+        assert_eq!(db.repository_id("a/b").await.unwrap(), Some(id));
+        let other = db.ensure_repository("a/c").await.unwrap();
+
+        assert_eq!(db.repository_blob(id, &digest(1)).await.unwrap(), None);
+        db.link_blob(id, &digest(1), 42, None).await.unwrap();
+        db.link_blob(id, &digest(1), 42, None).await.unwrap();
+        assert_eq!(db.repository_blob(id, &digest(1)).await.unwrap(), Some(42));
+        assert_eq!(
+            db.repository_blob(other, &digest(1)).await.unwrap(),
+            None,
+            "links are per repository"
+        );
+        assert!(db.unlink_blob(id, &digest(1)).await.unwrap());
+        assert!(!db.unlink_blob(id, &digest(1)).await.unwrap());
+        assert_eq!(db.repository_blob(id, &digest(1)).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn uploads() {
+    each(async |db| {
+        let repo = db.ensure_repository("x").await.unwrap();
+        db.create_upload("u1", repo).await.unwrap();
+        let u = db.upload("u1").await.unwrap().unwrap();
+        assert_eq!(u.repository, "x");
+        assert!(db.upload("nope").await.unwrap().is_none());
+        assert_eq!(
+            db.stale_uploads(u.updated_at + 1).await.unwrap(),
+            vec!["u1".to_string()]
+        );
+        assert!(db.stale_uploads(u.updated_at).await.unwrap().is_empty());
+        // Finishing an upload links its blob and removes the session atomically.
+        db.link_blob(repo, &digest(9), 5, Some("u1")).await.unwrap();
+        assert!(db.upload("u1").await.unwrap().is_none());
+        db.create_upload("u2", repo).await.unwrap();
+        db.touch_upload("u2").await.unwrap();
+        assert!(db.delete_upload("u2").await.unwrap());
+        assert!(!db.delete_upload("u2").await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn manifests_tags_and_referrers() {
+    each(async |db| {
+        let repo = db.ensure_repository("lib/img").await.unwrap();
+        db.link_blob(repo, &digest(1), 10, None).await.unwrap();
+        let image = ManifestRecord {
+            row: row(
+                &digest(100),
+                None,
+                Some("application/vnd.oci.image.config.v1+json"),
+            ),
+            references: vec![ManifestReference {
+                digest: digest(1),
+                is_manifest: false,
+            }],
+            tag: Some("latest".into()),
+        };
+        db.put_manifest(repo, &image).await.unwrap();
+        // The same manifest again, with another tag: one row, two tags.
+        db.put_manifest(
+            repo,
+            &ManifestRecord {
+                tag: Some("v1".into()),
+                ..image.clone()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            db.manifest(repo, &digest(100)).await.unwrap(),
+            Some(image.row.clone())
+        );
+        assert_eq!(
+            db.tagged_manifest(repo, "v1")
+                .await
+                .unwrap()
+                .unwrap()
+                .digest,
+            digest(100)
+        );
+        assert_eq!(
+            db.blob_referrers(repo, &digest(1)).await.unwrap(),
+            vec![digest(100)]
+        );
+
+        // Tags sort by bytes and page with `last`.
+        for t in ["B", "a", "Z", "_x"] {
+            db.put_manifest(
+                repo,
+                &ManifestRecord {
+                    tag: Some(t.into()),
+                    ..image.clone()
+                },
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            db.tags(repo, None, 100).await.unwrap(),
+            ["B", "Z", "_x", "a", "latest", "v1"]
+        );
+        assert_eq!(db.tags(repo, Some("Z"), 2).await.unwrap(), ["_x", "a"]);
+        assert!(db.delete_tag(repo, "B").await.unwrap());
+        assert!(!db.delete_tag(repo, "B").await.unwrap());
+
+        // Retagging moves the tag.
+        db.put_manifest(
+            repo,
+            &ManifestRecord {
+                row: row(&digest(101), None, None),
+                references: vec![],
+                tag: Some("latest".into()),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            db.tagged_manifest(repo, "latest")
+                .await
+                .unwrap()
+                .unwrap()
+                .digest,
+            digest(101)
+        );
+
+        // An index and its child.
+        let index = ManifestRecord {
+            row: ManifestRow {
+                media_type: "application/vnd.oci.image.index.v1+json".into(),
+                ..row(&digest(102), None, None)
+            },
+            references: vec![ManifestReference {
+                digest: digest(100),
+                is_manifest: true,
+            }],
+            tag: None,
+        };
+        db.put_manifest(repo, &index).await.unwrap();
+        assert_eq!(
+            db.manifest_parents(repo, &digest(100)).await.unwrap(),
+            vec![digest(102)]
+        );
+
+        // Referrers, with and without the artifact type filter.
+        for (n, t) in [(200, "application/x.sig"), (201, "application/x.sbom")] {
+            db.put_manifest(
+                repo,
+                &ManifestRecord {
+                    row: row(&digest(n), Some(&digest(100)), Some(t)),
+                    references: vec![],
+                    tag: None,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let all = db.referrers(repo, &digest(100), None).await.unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.digest.clone()).collect::<Vec<_>>(),
+            [digest(200), digest(201)]
+        );
+        let sigs = db
+            .referrers(repo, &digest(100), Some("application/x.sig"))
+            .await
+            .unwrap();
+        assert_eq!(sigs.len(), 1);
+        assert_eq!(sigs[0].annotations.as_deref(), Some(r#"{"a":"b"}"#));
+
+        // Deleting a manifest removes its tags and references.
+        assert!(db.delete_manifest(repo, &digest(102)).await.unwrap());
+        assert!(db
+            .manifest_parents(repo, &digest(100))
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(db.delete_manifest(repo, &digest(100)).await.unwrap());
+        assert!(!db.delete_manifest(repo, &digest(100)).await.unwrap());
+        assert_eq!(db.tags(repo, None, 100).await.unwrap(), ["latest"]);
+        assert!(db
+            .blob_referrers(repo, &digest(1))
+            .await
+            .unwrap()
+            .is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn catalog_lists_repositories_with_manifests() {
+    each(async |db| {
+        for name in ["b", "a/x", "c", "empty"] {
+            let id = db.ensure_repository(name).await.unwrap();
+            if name != "empty" {
+                db.put_manifest(
+                    id,
+                    &ManifestRecord {
+                        row: row(&digest(1), None, None),
+                        references: vec![],
+                        tag: None,
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        }
+        assert_eq!(db.repositories(None, 10).await.unwrap(), ["a/x", "b", "c"]);
+        assert_eq!(db.repositories(Some("a/x"), 1).await.unwrap(), ["b"]);
+    })
+    .await;
+}
