@@ -1,1 +1,16 @@
+//! The registry's rules: what a push, a pull, a delete or a referrers query
+//! does, in which order things become durable, and who may do what.
+//!
+//! Layering: http calls core; core calls db and storage; nothing calls up.
+//! Core never sees HTTP types: bodies arrive as [`ByteStream`], answers leave
+//! as plain values and [`Error`]s carrying an OCI [`ErrorCode`].
 
+mod auth;
+mod error;
+mod registry;
+
+pub use auth::{Access, Action, AllowAll, Authorizer, Principal, Resource};
+pub use berth_oci::ErrorCode;
+pub use berth_storage::ByteStream;
+pub use error::{Error, Result};
+pub use registry::{BlobRead, Limits, ManifestPut, ManifestRead, Page, Registry};

@@ -1,1 +1,35 @@
+//! The HTTP surface of berth.
+//!
+//! Layering: http calls core; core calls db and storage; nothing calls up.
+//! This crate turns requests into [`Endpoint`]s, asks the one authorization
+//! point, calls [`berth_core::Registry`], and turns answers into responses.
 
+mod endpoint;
+mod response;
+mod v2;
+
+use std::sync::Arc;
+
+use axum::routing::{any, get};
+use axum::Router;
+use berth_core::{Authorizer, Registry};
+
+pub use endpoint::Endpoint;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub auth: Arc<dyn Authorizer>,
+}
+
+/// The whole application: `/v2/` and everything below it.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(v2::dispatch))
+        .route("/v2/", any(v2::dispatch))
+        .route("/v2/{*rest}", any(v2::dispatch))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(v2::not_found)
+        .with_state(state)
+}

@@ -5,10 +5,12 @@
 //! [`Digest`], a [`RepoName`] or a [`Tag`] is always valid.
 
 mod digest;
+mod errors;
 mod manifest;
 mod name;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use errors::ErrorCode;
 pub use manifest::{
     media_types, Descriptor, ManifestError, ManifestKind, ParsedManifest, Reference as ManifestRef,
 };

@@ -1,1 +1,175 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth::config::{Flags, Loaded};
+use clap::{Parser, Subcommand};
+
+/// berth: a private registry for container images and Go import paths.
+#[derive(Parser)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Configuration file (TOML). It must exist when named.
+    #[arg(long, short = 'c', env = "BERTH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Address and port to listen on [config: server.listen; env: BERTH_SERVER_LISTEN]
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Directory for the database and blobs [config: data_dir; env: BERTH_DATA_DIR]
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print every value, where it came from,
+    /// and where data will live.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn load(common: &Common) -> Result<Loaded, String> {
+    let flags = Flags {
+        listen: common.listen.clone(),
+        data_dir: common.data_dir.clone(),
+    };
+    Loaded::load(common.config.as_deref(), std::env::vars(), &flags).map_err(|e| e.to_string())
+}
+
+fn init_logging(cfg: &Loaded) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config {
+            action: ConfigCommand::Check { common },
+        } => match load(&common) {
+            Ok(cfg) => {
+                print!("{}", cfg.report());
+                match check_writable(&cfg) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { common } => {
+            let cfg = match load(&common) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// The storage path must be writable, or creatable in a writable parent.
+fn check_writable(cfg: &Loaded) -> Result<(), String> {
+    for p in [cfg.data_dir(), cfg.storage_path()] {
+        let mut probe = p.clone();
+        while !probe.exists() {
+            match probe.parent() {
+                Some(parent) => probe = parent.to_path_buf(),
+                None => break,
+            }
+        }
+        let meta = std::fs::metadata(&probe).map_err(|e| format!("{}: {e}", probe.display()))?;
+        if !meta.is_dir() {
+            return Err(format!("{} is not a directory", probe.display()));
+        }
+        let test = probe.join(format!(".berth-check-{}", std::process::id()));
+        std::fs::write(&test, b"")
+            .map_err(|e| format!("storage path {} is not writable: {e}", probe.display()))?;
+        let _ = std::fs::remove_file(test);
+    }
+    Ok(())
+}
+
+async fn serve(cfg: Loaded) -> anyhow::Result<()> {
+    if let Some(fs) = berth::config::volatile_fs(&cfg.storage_path()) {
+        tracing::warn!(path = %cfg.storage_path().display(), fs, "storage is on a filesystem kept in memory; data is lost on reboot");
+    }
+    let app = berth::build(&cfg).await?;
+    let addr = &cfg.config.server.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %listener.local_addr()?,
+        data = %cfg.data_dir().display(),
+        storage = %app.registry.store().describe(),
+        database = %berth_db::redact(&cfg.database_url()),
+        "berth is serving"
+    );
+    let r = &cfg.config.registry;
+    berth::spawn_upload_purger(
+        app.registry.clone(),
+        Duration::from_secs(r.upload_purge_interval_secs),
+        Duration::from_secs(r.upload_expiry_secs),
+    );
+    berth::serve(
+        listener,
+        app.router,
+        berth::shutdown_signal(),
+        Duration::from_secs(cfg.config.server.shutdown_grace_secs),
+    )
+    .await?;
+    app.registry.db().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,797 @@
+//! Push, pull and delete, in the order that keeps a crash harmless:
+//! bytes are made durable in storage first, and only then does a database
+//! commit make them visible. A crash between the two leaves an unreferenced
+//! file, never a visible name that points at nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_db::{now_ms, Db, ManifestRecord, ManifestReference, ManifestRow};
+use berth_oci::{
+    media_types, Algorithm, Digest, ErrorCode, Hasher, ManifestRef, ParsedManifest, Reference,
+    RepoName, Tag, UploadId,
+};
+use berth_storage::{BlobStore, ByteStream, StorageError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest manifest accepted; larger ones get 413.
+    pub max_manifest_bytes: usize,
+    /// Largest page of tags or repositories a client may ask for.
+    pub max_page: usize,
+    /// Catalog page size when the client names none.
+    pub default_catalog_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 << 20,
+            max_page: 10_000,
+            default_catalog_page: 100,
+        }
+    }
+}
+
+/// The running SHA-256 of an upload, valid while `offset` equals its length.
+struct RunningHash {
+    offset: u64,
+    hasher: Hasher,
+}
+
+/// Per-upload state: a lock that serialises requests on one upload, and the
+/// running hash that saves re-reading the data at the end.
+type UploadSlot = Arc<tokio::sync::Mutex<Option<RunningHash>>>;
+
+pub struct Registry {
+    db: Db,
+    store: Arc<dyn BlobStore>,
+    limits: Limits,
+    uploads: Mutex<HashMap<UploadId, UploadSlot>>,
+}
+
+/// A blob or a manifest being read: total size, the range served, the bytes.
+pub struct BlobRead {
+    pub size: u64,
+    pub range: Option<(u64, u64)>,
+    pub stream: ByteStream,
+}
+
+pub struct ManifestRead {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// None for HEAD.
+    pub body: Option<ByteStream>,
+}
+
+pub struct ManifestPut {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// One page of names, and the `last` of the next page when there is one.
+pub struct Page {
+    pub items: Vec<String>,
+    pub next: Option<String>,
+}
+
+fn storage_error(context: &str, e: StorageError) -> Error {
+    match e {
+        StorageError::NotFound => Error::internal(context, "data missing from storage"),
+        StorageError::RangeNotSatisfiable => Error::code(ErrorCode::RangeInvalid),
+        StorageError::Body(e) => Error::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("reading the request body failed: {e}"),
+        ),
+        other => Error::internal(context, other),
+    }
+}
+
+fn random_id() -> UploadId {
+    UploadId::from_random(*uuid::Uuid::new_v4().as_bytes())
+}
+
+impl Registry {
+    pub fn new(db: Db, store: Arc<dyn BlobStore>, limits: Limits) -> Registry {
+        Registry {
+            db,
+            store,
+            limits,
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    async fn repo_id(&self, name: &RepoName) -> Result<i64> {
+        self.db.repository_id(name.as_str()).await?.ok_or_else(|| {
+            Error::new(
+                ErrorCode::NameUnknown,
+                format!("repository {name} is not known"),
+            )
+        })
+    }
+
+    fn slot(&self, id: &UploadId) -> UploadSlot {
+        self.uploads
+            .lock()
+            .unwrap()
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn forget(&self, id: &UploadId) {
+        self.uploads.lock().unwrap().remove(id);
+    }
+
+    // ---- blobs ----
+
+    /// Size of a blob of the repository.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let id = self
+            .repo_id(repo)
+            .await
+            .map_err(|_| Error::code(ErrorCode::BlobUnknown))?;
+        match self.db.repository_blob(id, &digest.to_string()).await? {
+            Some(size) => Ok(size as u64),
+            None => Err(Error::code(ErrorCode::BlobUnknown)),
+        }
+    }
+
+    /// Reads a blob, or an inclusive byte range of it.
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let r = self
+            .store
+            .get(digest, range)
+            .await
+            .map_err(|e| storage_error("reading blob", e))?;
+        debug_assert_eq!(r.size, size);
+        Ok(BlobRead {
+            size: r.size,
+            range,
+            stream: r.stream,
+        })
+    }
+
+    /// Unlinks a blob from the repository. Refused while a manifest here uses it.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let id = self
+            .repo_id(repo)
+            .await
+            .map_err(|_| Error::code(ErrorCode::BlobUnknown))?;
+        let d = digest.to_string();
+        let users = self.db.blob_referrers(id, &d).await?;
+        if let Some(first) = users.first() {
+            return Err(Error::new(
+                ErrorCode::Denied,
+                format!("blob {d} is used by manifest {first}; delete the manifest first"),
+            ));
+        }
+        if !self.db.unlink_blob(id, &d).await? {
+            return Err(Error::code(ErrorCode::BlobUnknown));
+        }
+        Ok(())
+    }
+
+    /// Links a blob already in `from` into `repo`. False when `from` lacks it.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        let Some(from_id) = self.db.repository_id(from.as_str()).await? else {
+            return Ok(false);
+        };
+        let d = digest.to_string();
+        let Some(size) = self.db.repository_blob(from_id, &d).await? else {
+            return Ok(false);
+        };
+        let to = self.db.ensure_repository(repo.as_str()).await?;
+        self.db.link_blob(to, &d, size, None).await?;
+        Ok(true)
+    }
+
+    // ---- uploads ----
+
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
+        let repo_id = self.db.ensure_repository(repo.as_str()).await?;
+        let id = random_id();
+        self.store
+            .upload_create(&id)
+            .await
+            .map_err(|e| storage_error("creating upload", e))?;
+        self.db.create_upload(id.as_str(), repo_id).await?;
+        *self.slot(&id).lock().await = Some(RunningHash {
+            offset: 0,
+            hasher: Algorithm::Sha256.hasher(),
+        });
+        Ok(id)
+    }
+
+    /// Checks that the upload exists and belongs to the repository.
+    async fn check_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        match self.db.upload(id.as_str()).await? {
+            Some(u) if u.repository == repo.as_str() => Ok(()),
+            _ => Err(Error::code(ErrorCode::BlobUploadUnknown)),
+        }
+    }
+
+    /// Appends to an upload under its lock, keeping the running hash when it can.
+    async fn append_locked(
+        &self,
+        id: &UploadId,
+        state: &mut Option<RunningHash>,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let current = self.store.upload_size(id).await.map_err(|e| match e {
+            StorageError::NotFound => Error::code(ErrorCode::BlobUploadUnknown),
+            e => storage_error("upload size", e),
+        })?;
+        if let Some(start) = start {
+            if start != current {
+                return Err(range_error(
+                    current,
+                    format!("chunk starts at {start}, but the upload holds {current} bytes"),
+                ));
+            }
+        }
+        let mut running = state.take().filter(|r| r.offset == current);
+        let hashing = running.as_mut().map(|r| r.hasher.clone());
+        let shared = Arc::new(Mutex::new(hashing));
+        let tap = shared.clone();
+        let body: ByteStream = Box::pin(body.map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                if let Some(h) = tap.lock().unwrap().as_mut() {
+                    h.update(bytes);
+                }
+            }
+            chunk
+        }));
+        match self.store.upload_append(id, current, body).await {
+            Ok(end) => {
+                let hasher = shared.lock().unwrap().take();
+                *state = hasher.map(|hasher| RunningHash {
+                    offset: end,
+                    hasher,
+                });
+                self.db.touch_upload(id.as_str()).await?;
+                Ok(end)
+            }
+            Err(StorageError::OffsetMismatch { actual, .. }) => Err(range_error(
+                actual,
+                "the upload changed while this chunk was sent".into(),
+            )),
+            Err(StorageError::NotFound) => Err(Error::code(ErrorCode::BlobUploadUnknown)),
+            // The running hash saw bytes that were cut back; it is gone and the
+            // upload will be re-read at the end if it is ever finished.
+            Err(e) => Err(storage_error("appending to upload", e)),
+        }
+    }
+
+    /// PATCH: appends a chunk. `start` is the first byte of `Content-Range`, if sent.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        self.check_upload(repo, id).await?;
+        let slot = self.slot(id);
+        let mut state = slot.lock().await;
+        self.append_locked(id, &mut state, start, body).await
+    }
+
+    /// GET on an upload: how many bytes it holds.
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64> {
+        self.check_upload(repo, id).await?;
+        self.store.upload_size(id).await.map_err(|e| match e {
+            StorageError::NotFound => Error::code(ErrorCode::BlobUploadUnknown),
+            e => storage_error("upload size", e),
+        })
+    }
+
+    /// PUT: appends an optional last chunk, verifies the digest, and publishes the blob.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        start: Option<u64>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
+        self.check_upload(repo, id).await?;
+        let slot = self.slot(id);
+        let mut state = slot.lock().await;
+        let size = match body {
+            Some(b) => self.append_locked(id, &mut state, start, b).await?,
+            None => self
+                .store
+                .upload_size(id)
+                .await
+                .map_err(|e| storage_error("upload size", e))?,
+        };
+        let actual = match state.take() {
+            Some(r) if r.offset == size && digest.algorithm() == Algorithm::Sha256 => {
+                r.hasher.finish()
+            }
+            _ => self.rehash(id, digest.algorithm()).await?,
+        };
+        if &actual != digest {
+            // Keep the upload: the client may still send the right digest.
+            let hasher = self.rehash_state(id, size).await;
+            *state = hasher;
+            return Err(Error::new(
+                ErrorCode::DigestInvalid,
+                format!("content digest is {actual}, not {digest}"),
+            )
+            .with_detail(
+                serde_json::json!({"expected": digest.to_string(), "actual": actual.to_string()}),
+            ));
+        }
+        self.store
+            .upload_commit(id, digest)
+            .await
+            .map_err(|e| storage_error("committing upload", e))?;
+        let repo_id = self.repo_id(repo).await?;
+        self.db
+            .link_blob(repo_id, &digest.to_string(), size as i64, Some(id.as_str()))
+            .await?;
+        drop(state);
+        self.forget(id);
+        Ok(size)
+    }
+
+    async fn rehash(&self, id: &UploadId, algorithm: Algorithm) -> Result<Digest> {
+        let mut stream = self
+            .store
+            .upload_read(id)
+            .await
+            .map_err(|e| storage_error("reading upload", e))?;
+        let mut h = algorithm.hasher();
+        while let Some(chunk) = stream.next().await {
+            h.update(&chunk.map_err(|e| storage_error("reading upload", StorageError::Io(e)))?);
+        }
+        Ok(h.finish())
+    }
+
+    async fn rehash_state(&self, id: &UploadId, size: u64) -> Option<RunningHash> {
+        let mut stream = self.store.upload_read(id).await.ok()?;
+        let mut h = Algorithm::Sha256.hasher();
+        while let Some(chunk) = stream.next().await {
+            h.update(&chunk.ok()?);
+        }
+        Some(RunningHash {
+            offset: size,
+            hasher: h,
+        })
+    }
+
+    /// POST `?digest=`: a whole blob in one request.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let id = self.start_upload(repo).await?;
+        match self
+            .finish_upload(repo, &id, digest, None, Some(body))
+            .await
+        {
+            Ok(size) => Ok(size),
+            Err(e) => {
+                let _ = self.cancel_upload(repo, &id).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        self.check_upload(repo, id).await?;
+        let slot = self.slot(id);
+        let _guard = slot.lock().await;
+        self.store
+            .upload_cancel(id)
+            .await
+            .map_err(|e| storage_error("cancelling upload", e))?;
+        self.db.delete_upload(id.as_str()).await?;
+        self.forget(id);
+        Ok(())
+    }
+
+    /// Removes uploads not written to for `max_age`, and upload files that
+    /// have no session (left by a crash between creating the two).
+    pub async fn purge_uploads(&self, max_age: Duration) -> Result<usize> {
+        let cutoff = now_ms() - max_age.as_millis() as i64;
+        let mut purged = 0;
+        for id in self.db.stale_uploads(cutoff).await? {
+            let Ok(uid) = id.parse::<UploadId>() else {
+                continue;
+            };
+            let slot = self.slot(&uid);
+            let Ok(_guard) = slot.try_lock() else {
+                continue;
+            };
+            self.store
+                .upload_cancel(&uid)
+                .await
+                .map_err(|e| storage_error("purging upload", e))?;
+            self.db.delete_upload(&id).await?;
+            self.forget(&uid);
+            purged += 1;
+        }
+        let files = self
+            .store
+            .upload_list()
+            .await
+            .map_err(|e| storage_error("listing uploads", e))?;
+        let cutoff_time = std::time::SystemTime::now() - max_age;
+        for (uid, modified) in files {
+            if modified < cutoff_time && self.db.upload(uid.as_str()).await?.is_none() {
+                self.store
+                    .upload_cancel(&uid)
+                    .await
+                    .map_err(|e| storage_error("purging upload", e))?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    // ---- manifests ----
+
+    async fn resolve(&self, repo_id: i64, reference: &Reference) -> Result<Option<ManifestRow>> {
+        Ok(match reference {
+            Reference::Tag(t) => self.db.tagged_manifest(repo_id, t.as_str()).await?,
+            Reference::Digest(d) => self.db.manifest(repo_id, &d.to_string()).await?,
+        })
+    }
+
+    /// GET or HEAD of a manifest. `accept` is the client's list of media types
+    /// (empty: anything).
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+        with_body: bool,
+    ) -> Result<ManifestRead> {
+        let unknown = || {
+            Error::new(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in {repo}"),
+            )
+        };
+        let repo_id = self.repo_id(repo).await?;
+        let row = self
+            .resolve(repo_id, reference)
+            .await?
+            .ok_or_else(unknown)?;
+        if !acceptable(&row.media_type, accept) {
+            return Err(Error::new(
+                ErrorCode::ManifestUnknown,
+                format!(
+                    "manifest {reference} is {}, which the request's Accept header does not include",
+                    row.media_type
+                ),
+            ));
+        }
+        let digest: Digest = row
+            .digest
+            .parse()
+            .map_err(|e| Error::internal("stored digest", e))?;
+        let body = if with_body {
+            let r = self
+                .store
+                .get(&digest, None)
+                .await
+                .map_err(|e| storage_error("reading manifest", e))?;
+            Some(r.stream)
+        } else {
+            None
+        };
+        Ok(ManifestRead {
+            digest,
+            media_type: row.media_type,
+            size: row.size as u64,
+            body,
+        })
+    }
+
+    /// PUT of a manifest by tag or digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<ManifestPut> {
+        if body.len() > self.limits.max_manifest_bytes {
+            return Err(Error::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "manifest is {} bytes; the limit is {}",
+                    body.len(),
+                    self.limits.max_manifest_bytes
+                ),
+            ));
+        }
+        let parsed = ParsedManifest::parse(content_type, &body)
+            .map_err(|e| Error::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+        let (digest, tag) = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(Error::new(
+                        ErrorCode::DigestInvalid,
+                        format!("manifest digest is {actual}, not {d}"),
+                    ));
+                }
+                (actual, None)
+            }
+            Reference::Tag(t) => (Digest::sha256_of(&body), Some(t.clone())),
+        };
+        let repo_id = self.db.ensure_repository(repo.as_str()).await?;
+        let mut references = Vec::with_capacity(parsed.references.len());
+        for r in &parsed.references {
+            let (desc, is_manifest) = match r {
+                ManifestRef::Blob(d) => (d, false),
+                ManifestRef::Manifest(d) => (d, true),
+            };
+            let d = desc.digest.to_string();
+            let size = if is_manifest {
+                self.db.manifest(repo_id, &d).await?.map(|m| m.size)
+            } else {
+                self.db.repository_blob(repo_id, &d).await?
+            };
+            match size {
+                None => {
+                    let what = if is_manifest { "manifest" } else { "blob" };
+                    return Err(Error::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!("{what} {d} is not in {repo}; push it first"),
+                    )
+                    .with_detail(serde_json::json!({"digest": d})));
+                }
+                Some(s) if s != desc.size => {
+                    return Err(Error::new(
+                        ErrorCode::ManifestInvalid,
+                        format!(
+                            "descriptor for {d} says {} bytes, but it has {s}",
+                            desc.size
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            references.push(ManifestReference {
+                digest: d,
+                is_manifest,
+            });
+        }
+        // Bytes first, durable; the database commit below makes them visible.
+        self.store
+            .put(&digest, body.clone())
+            .await
+            .map_err(|e| storage_error("storing manifest", e))?;
+        let record = ManifestRecord {
+            row: ManifestRow {
+                digest: digest.to_string(),
+                media_type: parsed.media_type.clone(),
+                artifact_type: parsed.artifact_type.clone(),
+                subject: parsed.subject.as_ref().map(|s| s.digest.to_string()),
+                size: body.len() as i64,
+                annotations: parsed
+                    .annotations
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).expect("annotations serialise")),
+                pushed_at: now_ms(),
+            },
+            references,
+            tag: tag.map(|t: Tag| t.as_str().to_string()),
+        };
+        self.db.put_manifest(repo_id, &record).await?;
+        Ok(ManifestPut {
+            digest,
+            subject: parsed.subject.map(|s| s.digest),
+        })
+    }
+
+    /// DELETE of a manifest: by tag removes the tag; by digest removes the
+    /// manifest and every tag on it.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let repo_id = self.repo_id(repo).await?;
+        let unknown = || {
+            Error::new(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in {repo}"),
+            )
+        };
+        match reference {
+            Reference::Tag(t) => {
+                if !self.db.delete_tag(repo_id, t.as_str()).await? {
+                    return Err(unknown());
+                }
+            }
+            Reference::Digest(d) => {
+                let d = d.to_string();
+                let parents = self.db.manifest_parents(repo_id, &d).await?;
+                if let Some(p) = parents.first() {
+                    return Err(Error::new(
+                        ErrorCode::Denied,
+                        format!("manifest {d} is part of index {p}; delete the index first"),
+                    ));
+                }
+                if !self.db.delete_manifest(repo_id, &d).await? {
+                    return Err(unknown());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The referrers of `subject` as an OCI image index (JSON bytes).
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes> {
+        let rows = match self.db.repository_id(repo.as_str()).await? {
+            Some(id) => {
+                self.db
+                    .referrers(id, &subject.to_string(), artifact_type)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let manifests: Vec<serde_json::Value> = rows
+            .into_iter()
+            .map(|r| {
+                let mut d = serde_json::json!({
+                    "mediaType": r.media_type,
+                    "digest": r.digest,
+                    "size": r.size,
+                });
+                if let Some(t) = r.artifact_type {
+                    d["artifactType"] = t.into();
+                }
+                if let Some(a) = r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+                {
+                    d["annotations"] = a;
+                }
+                d
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok(Bytes::from(
+            serde_json::to_vec(&index).expect("index serialises"),
+        ))
+    }
+
+    // ---- listings ----
+
+    fn page_size(&self, n: Option<usize>, default: usize) -> usize {
+        n.unwrap_or(default).min(self.limits.max_page)
+    }
+
+    /// Tags of a repository. Without `n`, all of them.
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
+        let repo_id = self.repo_id(repo).await?;
+        let limit = match n {
+            Some(n) => n.min(self.limits.max_page),
+            None => usize::MAX / 2,
+        };
+        if limit == 0 {
+            return Ok(Page {
+                items: vec![],
+                next: None,
+            });
+        }
+        let mut items = self
+            .db
+            .tags(repo_id, last, (limit as i64).saturating_add(1))
+            .await?;
+        Ok(paginate(&mut items, limit))
+    }
+
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let limit = self.page_size(n, self.limits.default_catalog_page);
+        if limit == 0 {
+            return Ok(Page {
+                items: vec![],
+                next: None,
+            });
+        }
+        let mut items = self.db.repositories(last, limit as i64 + 1).await?;
+        Ok(paginate(&mut items, limit))
+    }
+}
+
+fn paginate(items: &mut Vec<String>, limit: usize) -> Page {
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().cloned()
+    } else {
+        None
+    };
+    Page {
+        items: std::mem::take(items),
+        next,
+    }
+}
+
+fn range_error(current: u64, message: String) -> Error {
+    Error::new(ErrorCode::RangeInvalid, message)
+        .with_detail(serde_json::json!({ "offset": current }))
+}
+
+/// Whether a stored manifest of `media_type` may be served to a client that
+/// accepts `accept`. A client that names no manifest type takes anything.
+fn acceptable(media_type: &str, accept: &[String]) -> bool {
+    let names_a_manifest_type = accept.iter().any(|a| media_types::is_supported(a));
+    !names_a_manifest_type || accept.iter().any(|a| a == media_type || a == "*/*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let oci = media_types::OCI_MANIFEST.to_string();
+        let docker = media_types::DOCKER_MANIFEST.to_string();
+        assert!(acceptable(&oci, &[]));
+        assert!(acceptable(&oci, &["application/json".into()]));
+        assert!(acceptable(&oci, &[docker.clone(), oci.clone()]));
+        assert!(!acceptable(&oci, &[docker.clone()]));
+        assert!(acceptable(&oci, &[docker, "*/*".into()]));
+    }
+
+    #[test]
+    fn pages() {
+        let mut v: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let p = paginate(&mut v, 2);
+        assert_eq!(p.items, ["a", "b"]);
+        assert_eq!(p.next.as_deref(), Some("b"));
+        let mut v: Vec<String> = ["a"].map(String::from).to_vec();
+        assert!(paginate(&mut v, 2).next.is_none());
+    }
+}

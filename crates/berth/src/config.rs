@@ -1,0 +1,625 @@
+//! Configuration: one TOML file, `BERTH_*` environment variables, flags;
+//! each later layer overrides the earlier, and every value remembers where
+//! it came from. Unknown keys, in the file or the environment, are errors,
+//! and so is a `--config` path that does not exist: a misplaced or
+//! misspelled setting never falls back silently to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where berth keeps its data unless a section says otherwise.
+    pub data_dir: PathBuf,
+    pub server: Server,
+    pub database: Database,
+    pub storage: Storage,
+    pub registry: Registry,
+    pub log: Log,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Seconds that requests in flight may take to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// sqlite://, postgres:// or mysql:// URL. Empty: SQLite in data_dir.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Blob storage backend: "filesystem".
+    pub backend: String,
+    /// Root of the filesystem backend. Empty: data_dir/storage.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registry {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Uploads not written to for this many seconds are removed.
+    pub upload_expiry_secs: u64,
+    /// How often to look for expired uploads, in seconds.
+    pub upload_purge_interval_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// error, warn, info, debug or trace; or a tracing filter directive.
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("berth-data"),
+            server: Server::default(),
+            database: Database::default(),
+            storage: Storage::default(),
+            registry: Registry::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:5000".into(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database { url: String::new() }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            backend: "filesystem".into(),
+            path: String::new(),
+        }
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            max_manifest_bytes: 4 << 20,
+            upload_expiry_secs: 24 * 3600,
+            upload_purge_interval_secs: 600,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "environment {v}"),
+            Source::Flag(v) => write!(f, "flag {v}"),
+        }
+    }
+}
+
+/// The effective configuration and the source of each key (`server.listen`, ...).
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: BTreeMap<String, Source>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    Missing(PathBuf),
+    Read(PathBuf, std::io::Error),
+    Parse(PathBuf, String),
+    UnknownEnv(String, Vec<String>),
+    EnvValue(String, String),
+    Invalid(String),
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Missing(p) => write!(
+                f,
+                "config file {} does not exist; berth will not start on defaults when a config file was named",
+                p.display()
+            ),
+            ConfigError::Read(p, e) => write!(f, "cannot read config file {}: {e}", p.display()),
+            ConfigError::Parse(p, e) => write!(f, "config file {}: {e}", p.display()),
+            ConfigError::UnknownEnv(v, known) => write!(
+                f,
+                "environment variable {v} is not a berth setting; known: {}",
+                known.join(", ")
+            ),
+            ConfigError::EnvValue(v, e) => write!(f, "environment variable {v}: {e}"),
+            ConfigError::Invalid(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Environment variables with a BERTH_ prefix that are not settings.
+const NON_SETTING_ENV: [&str; 1] = ["BERTH_CONFIG"];
+const TEST_ENV_PREFIX: &str = "BERTH_TEST_";
+
+/// Leaf keys of a table as dotted paths, with their values.
+fn leaves(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in t {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(sub) => leaves(&path, sub, out),
+            other => out.push((path, other.clone())),
+        }
+    }
+}
+
+fn set(t: &mut toml::Table, path: &str, v: toml::Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().expect("non-empty path");
+    let mut cur = t;
+    for p in parts {
+        cur = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("sections are tables");
+    }
+    cur.insert(last.to_string(), v);
+}
+
+pub fn env_name(path: &str) -> String {
+    format!("BERTH_{}", path.replace('.', "_").to_uppercase())
+}
+
+/// Command-line values that override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Loaded {
+    /// Loads `file` (if any), then `env`, then `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Flags,
+    ) -> Result<Loaded, ConfigError> {
+        let defaults = toml::Table::try_from(Config::default()).expect("defaults serialise");
+        let mut default_leaves = Vec::new();
+        leaves("", &defaults, &mut default_leaves);
+        let mut sources: BTreeMap<String, Source> = default_leaves
+            .iter()
+            .map(|(k, _)| (k.clone(), Source::Default))
+            .collect();
+        let mut merged = defaults.clone();
+
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+            // Deserialising the file alone gives errors with line and column.
+            let _: Config = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+            let mut file_leaves = Vec::new();
+            leaves("", &table, &mut file_leaves);
+            for (k, v) in file_leaves {
+                set(&mut merged, &k, v);
+                sources.insert(k, Source::File(path.to_path_buf()));
+            }
+        }
+
+        let by_env: BTreeMap<String, (String, toml::Value)> = default_leaves
+            .iter()
+            .map(|(k, v)| (env_name(k), (k.clone(), v.clone())))
+            .collect();
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BERTH_"))
+            .collect();
+        env.sort();
+        for (name, raw) in env {
+            if NON_SETTING_ENV.contains(&name.as_str()) || name.starts_with(TEST_ENV_PREFIX) {
+                continue;
+            }
+            let Some((key, default)) = by_env.get(&name) else {
+                return Err(ConfigError::UnknownEnv(
+                    name,
+                    by_env.keys().cloned().collect(),
+                ));
+            };
+            let value = match default {
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                        ConfigError::EnvValue(
+                            name.clone(),
+                            format!("{raw:?} is not a whole number"),
+                        )
+                    })?)
+                }
+                toml::Value::Boolean(_) => {
+                    toml::Value::Boolean(raw.trim().parse().map_err(|_| {
+                        ConfigError::EnvValue(name.clone(), format!("{raw:?} is not true or false"))
+                    })?)
+                }
+                _ => toml::Value::String(raw),
+            };
+            set(&mut merged, key, value);
+            sources.insert(key.clone(), Source::Env(name));
+        }
+
+        if let Some(l) = &flags.listen {
+            set(&mut merged, "server.listen", toml::Value::String(l.clone()));
+            sources.insert("server.listen".into(), Source::Flag("--listen".into()));
+        }
+        if let Some(d) = &flags.data_dir {
+            set(
+                &mut merged,
+                "data_dir",
+                toml::Value::String(d.display().to_string()),
+            );
+            sources.insert("data_dir".into(), Source::Flag("--data-dir".into()));
+        }
+
+        let config: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(format!("configuration: {e}")))?;
+        let loaded = Loaded {
+            config,
+            sources,
+            file: file.map(Path::to_path_buf),
+        };
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        c.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "server.listen {:?} is not ADDRESS:PORT: {e}",
+                    c.server.listen
+                ))
+            })?;
+        if c.storage.backend != "filesystem" {
+            return Err(ConfigError::Invalid(format!(
+                "storage.backend {:?} is not supported; use \"filesystem\"",
+                c.storage.backend
+            )));
+        }
+        if !c.database.url.is_empty() {
+            berth_db::Dialect::from_url(&c.database.url)
+                .map_err(|e| ConfigError::Invalid(format!("database.url: {e}")))?;
+        }
+        if c.registry.max_manifest_bytes < 4 << 20 {
+            return Err(ConfigError::Invalid(format!(
+                "registry.max_manifest_bytes is {}; the OCI spec asks registries to accept at least 4 MiB (4194304)",
+                c.registry.max_manifest_bytes
+            )));
+        }
+        if c.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid("data_dir is empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The data directory, absolute.
+    pub fn data_dir(&self) -> PathBuf {
+        absolute(&self.config.data_dir)
+    }
+
+    pub fn storage_path(&self) -> PathBuf {
+        if self.config.storage.path.is_empty() {
+            self.data_dir().join("storage")
+        } else {
+            absolute(Path::new(&self.config.storage.path))
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.config.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir().join("berth.db").display()
+            )
+        } else {
+            self.config.database.url.clone()
+        }
+    }
+
+    /// The report of `berth config check`.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        let file = match &self.file {
+            Some(p) => absolute(p).display().to_string(),
+            None => "none (defaults, environment and flags only)".into(),
+        };
+        out.push_str(&format!("config file: {file}\n\n"));
+        let table = toml::Table::try_from(&self.config).expect("config serialises");
+        let mut l = Vec::new();
+        leaves("", &table, &mut l);
+        let width = l
+            .iter()
+            .map(|(k, v)| k.len() + value_text(k, v).len())
+            .max()
+            .unwrap_or(0)
+            + 3;
+        for (k, v) in &l {
+            let shown = format!("{k} = {}", value_text(k, v));
+            let src = self.sources.get(k).cloned().unwrap_or(Source::Default);
+            out.push_str(&format!("{shown:<width$}  # {src} ({})\n", env_name(k)));
+        }
+        out.push_str("\ndata will live in:\n");
+        let db = self.database_url();
+        let db_text = match berth_db::Dialect::from_url(&db) {
+            Ok(berth_db::Dialect::Sqlite) => format!(
+                "SQLite database {}",
+                self.data_dir().join("berth.db").display()
+            ),
+            Ok(d) => format!("{} at {}", d.name(), berth_db::redact(&db)),
+            Err(_) => berth_db::redact(&db),
+        };
+        out.push_str(&format!("  metadata: {db_text}\n"));
+        out.push_str(&format!(
+            "  blobs:    filesystem at {}\n",
+            self.storage_path().display()
+        ));
+        for p in [self.data_dir(), self.storage_path()] {
+            if let Some(fs) = volatile_fs(&p) {
+                out.push_str(&format!(
+                    "  warning:  {} is on {fs}, which the kernel keeps in memory: its contents are lost on reboot\n",
+                    p.display()
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn value_text(key: &str, v: &toml::Value) -> String {
+    match (key, v) {
+        ("database.url", toml::Value::String(s)) => format!("{:?}", berth_db::redact(s)),
+        _ => v.to_string(),
+    }
+}
+
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// The type of the filesystem holding `p` if it keeps data only in memory.
+pub fn volatile_fs(p: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let mut probe = p.to_path_buf();
+    while !probe.exists() {
+        probe = probe.parent()?.to_path_buf();
+    }
+    let probe = probe.canonicalize().ok()?;
+    let mut best: Option<(usize, String)> = None;
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_dev), Some(mnt), Some(fstype)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let mnt = mnt.replace("\\040", " ");
+        if probe.starts_with(&mnt) && best.as_ref().is_none_or(|(n, _)| mnt.len() >= *n) {
+            best = Some((mnt.len(), fstype.to_string()));
+        }
+    }
+    best.map(|(_, t)| t)
+        .filter(|t| t == "tmpfs" || t == "ramfs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let l = Loaded::load(None, env(&[]), &Flags::default()).unwrap();
+        assert_eq!(l.config, Config::default());
+        assert_eq!(l.sources["server.listen"], Source::Default);
+        assert!(l.database_url().starts_with("sqlite://"));
+        assert!(l.storage_path().ends_with("berth-data/storage"));
+    }
+
+    #[test]
+    fn layers_override_in_order_and_remember_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("berth.toml");
+        std::fs::write(
+            &f,
+            "data_dir = \"/srv/b\"\n[server]\nlisten = \"0.0.0.0:1\"\n[registry]\nupload_expiry_secs = 5\n",
+        )
+        .unwrap();
+        let l = Loaded::load(
+            Some(&f),
+            env(&[
+                ("BERTH_SERVER_LISTEN", "0.0.0.0:2"),
+                ("BERTH_REGISTRY_UPLOAD_PURGE_INTERVAL_SECS", "7"),
+                ("PATH", "x"),
+            ]),
+            &Flags {
+                listen: Some("127.0.0.1:3".into()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(l.config.server.listen, "127.0.0.1:3");
+        assert_eq!(l.sources["server.listen"], Source::Flag("--listen".into()));
+        assert_eq!(l.config.data_dir, PathBuf::from("/srv/b"));
+        assert_eq!(l.sources["data_dir"], Source::File(f.clone()));
+        assert_eq!(l.config.registry.upload_expiry_secs, 5);
+        assert_eq!(l.config.registry.upload_purge_interval_secs, 7);
+        assert_eq!(
+            l.sources["registry.upload_purge_interval_secs"],
+            Source::Env("BERTH_REGISTRY_UPLOAD_PURGE_INTERVAL_SECS".into())
+        );
+        let report = l.report();
+        assert!(
+            report.contains("server.listen = \"127.0.0.1:3\""),
+            "{report}"
+        );
+        assert!(report.contains("# flag --listen"), "{report}");
+        assert!(
+            report.contains("blobs:    filesystem at /srv/b/storage"),
+            "{report}"
+        );
+        assert!(
+            report.contains("metadata: SQLite database /srv/b/berth.db"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Loaded::load(
+            Some(Path::new("/nonexistent/berth.toml")),
+            env(&[]),
+            &Flags::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[storage]\nbackend = \"filesystem\"\nroot = \"/data\"\n",
+        )
+        .unwrap();
+        let err = Loaded::load(Some(&f), env(&[]), &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `root`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        std::fs::write(&f, "[stroage]\npath = \"/data\"\n").unwrap();
+        assert!(Loaded::load(Some(&f), env(&[]), &Flags::default()).is_err());
+    }
+
+    #[test]
+    fn unknown_or_bad_environment_is_an_error() {
+        let err = Loaded::load(
+            None,
+            env(&[("BERTH_STORAGE_ROOT", "/x")]),
+            &Flags::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("BERTH_STORAGE_ROOT is not a berth setting"),
+            "{err}"
+        );
+        let err = Loaded::load(
+            None,
+            env(&[("BERTH_SERVER_SHUTDOWN_GRACE_SECS", "soon")]),
+            &Flags::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a whole number"), "{err}");
+        assert!(Loaded::load(
+            None,
+            env(&[("BERTH_CONFIG", "x"), ("BERTH_TEST_FOO", "1")]),
+            &Flags::default()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        for (k, v) in [
+            ("BERTH_SERVER_LISTEN", "nowhere"),
+            ("BERTH_STORAGE_BACKEND", "memory"),
+            ("BERTH_DATABASE_URL", "oracle://x"),
+            ("BERTH_REGISTRY_MAX_MANIFEST_BYTES", "1000"),
+        ] {
+            assert!(
+                Loaded::load(None, env(&[(k, v)]), &Flags::default()).is_err(),
+                "{k}={v} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn the_database_password_is_not_printed() {
+        let l = Loaded::load(
+            None,
+            env(&[("BERTH_DATABASE_URL", "postgres://u:hunter2@db/berth")]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert!(!l.report().contains("hunter2"));
+    }
+}
