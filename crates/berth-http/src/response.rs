@@ -11,6 +11,7 @@ pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
 /// An [`Error`] as an HTTP response: `{"errors":[{"code","message","detail"}]}`.
+#[derive(Debug)]
 pub struct ApiError {
     pub err: Error,
     /// Headers to add, such as where an upload stands after a 416.
