@@ -1,0 +1,208 @@
+//! Runs the built `berth` binary as a user would, and finds the tools that
+//! black-box tests drive (skopeo, podman, oras).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// True when `tool` runs. Outside CI a missing tool skips the test loudly;
+/// in CI it fails the test.
+pub fn have(tool: &str, version_arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(version_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if in_ci() {
+            panic!("{tool} is required in CI but is not installed (the test command installs it)");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {tool} is not installed; run the README's test command to install it !!!!!!!!\n");
+    }
+    ok
+}
+
+pub fn have_oras() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import oras.client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if in_ci() {
+            panic!("the oras Python client is required in CI but is not installed");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: python oras is not installed (pip install oras) !!!!!!!!\n");
+    }
+    ok
+}
+
+/// Runs a command, panicking with its output when it fails. Returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stdout
+}
+
+/// A berth server process on a free loopback port.
+pub struct Berth {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Berth {
+    /// Starts `berth serve` with `--data-dir data_dir` and waits until it serves.
+    pub fn start(data_dir: &Path) -> Berth {
+        Berth::start_with(data_dir, &[], &[])
+    }
+
+    pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Berth {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension(format!(
+            "log.{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let logfile = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(BERTH);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(logfile);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn berth");
+        let mut b = Berth {
+            child,
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
+        b.addr = b.wait_for_listen();
+        b
+    }
+
+    fn wait_for_listen(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("berth is serving")) {
+                let start = line.find("listen=").expect("listen field") + "listen=".len();
+                let addr: String = line[start..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("berth exited ({status}) before serving:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth did not start within 60 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        run(Command::new("kill").args(["-TERM", &self.pid().to_string()]));
+        self.child.wait().unwrap()
+    }
+
+    /// Peak resident memory of the process so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs berth with arguments and returns (success, stdout, stderr).
+pub fn berth(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BERTH);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let mut err = String::new();
+    let _ = (&out.stderr[..]).read_to_string(&mut err);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        err,
+    )
+}
+
+/// Writes the test image layout (tags v1 and multi) and returns the v1 digest.
+pub fn make_image(dir: &Path, layers: usize) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkimage.py");
+    run(Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg(layers.to_string()))
+    .trim()
+    .to_string()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
