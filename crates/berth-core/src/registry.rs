@@ -781,7 +781,7 @@ mod tests {
         assert!(acceptable(&oci, &[]));
         assert!(acceptable(&oci, &["application/json".into()]));
         assert!(acceptable(&oci, &[docker.clone(), oci.clone()]));
-        assert!(!acceptable(&oci, &[docker.clone()]));
+        assert!(!acceptable(&oci, std::slice::from_ref(&docker)));
         assert!(acceptable(&oci, &[docker, "*/*".into()]));
     }
 

@@ -57,7 +57,7 @@ impl Endpoint {
         let s: Vec<&str> = rest.split('/').collect();
         let n = s.len();
         let tail = |k: usize| if n > k { Some(&s[..n - k]) } else { None };
-        let parsed = if n >= 3 && s[n - 2] == "tags" && s[n - 1] == "list" {
+        if n >= 3 && s[n - 2] == "tags" && s[n - 1] == "list" {
             tail(2).map(|p| name(p).map(|name| Endpoint::Tags { name }))
         } else if n >= 2 && s[n - 2] == "manifests" {
             tail(2).map(|p| {
@@ -96,8 +96,7 @@ impl Endpoint {
             })
         } else {
             None
-        };
-        parsed
+        }
     }
 }
 

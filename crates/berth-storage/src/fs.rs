@@ -134,16 +134,19 @@ impl FsStore {
     }
 }
 
+/// A disk write in progress: it hands back the file and the spent buffer.
+type Inflight = Option<JoinHandle<io::Result<(File, Vec<u8>)>>>;
+
 /// Writes a body stream to `file`, double-buffered so that the network and
 /// the disk work at the same time. Returns the file and the bytes written.
 async fn pump(file: File, mut body: ByteStream) -> Result<(File, u64)> {
     let mut file = Some(file);
     let mut buf: Vec<u8> = Vec::with_capacity(IO_BUF);
-    let mut inflight: Option<JoinHandle<io::Result<(File, Vec<u8>)>>> = None;
+    let mut inflight: Inflight = None;
     let mut total: u64 = 0;
 
     async fn settle(
-        inflight: &mut Option<JoinHandle<io::Result<(File, Vec<u8>)>>>,
+        inflight: &mut Inflight,
         file: &mut Option<File>,
     ) -> io::Result<Option<Vec<u8>>> {
         if let Some(h) = inflight.take() {

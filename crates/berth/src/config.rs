@@ -31,7 +31,7 @@ pub struct Server {
     pub shutdown_grace_secs: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
     /// sqlite://, postgres:// or mysql:// URL. Empty: SQLite in data_dir.
@@ -86,12 +86,6 @@ impl Default for Server {
             listen: "127.0.0.1:5000".into(),
             shutdown_grace_secs: 30,
         }
-    }
-}
-
-impl Default for Database {
-    fn default() -> Self {
-        Database { url: String::new() }
     }
 }
 
