@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every berth test: formatting, lints, unit, database, API, black-box and
-# crash tests. First installs what the tests drive (skopeo, podman, the oras
+# crash tests. First installs what the tests drive (skopeo, podman, buildah, the oras
 # Python client) when missing, so it works on a fresh machine; running it
 # again installs nothing.
 set -euo pipefail
@@ -11,6 +11,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v podman >/dev/null 2>&1 || missing+=(podman uidmap)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"

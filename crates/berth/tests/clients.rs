@@ -266,3 +266,70 @@ fn oras_pushes_an_artifact_with_a_subject_found_through_referrers() {
         assert_eq!(v["manifests"], serde_json::json!([]));
     });
 }
+
+#[test]
+fn buildah_builds_from_scratch_and_pushes() {
+    if !have("buildah", "--version") || !have("skopeo", "--version") {
+        return;
+    }
+    let unique = format!(
+        "bb{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(&unique)
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let b = Berth::start(&tmp.path().join("data"));
+    let reg = b.addr.clone();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello from buildah\n").unwrap();
+    let tar = tmp.path().join("ctx.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&ctx)
+        .arg("."));
+    let root = tmp.path().join("root");
+    let runroot = tmp.path().join("run");
+    let buildah = || {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args(["--storage-driver", "vfs"]);
+        c
+    };
+    let container = run(buildah().args(["from", "scratch"])).trim().to_string();
+    run(buildah().args(["add", &container]).arg(&tar).arg("/"));
+    run(buildah().args(["config", "--cmd", "/hello.txt", &container]));
+    run(buildah().args(["commit", "-q", &container, "localhost/built:v1"]));
+    let digestfile = tmp.path().join("digest");
+    run(buildah()
+        .args(["push", "--tls-verify=false", "--digestfile"])
+        .arg(&digestfile)
+        .args([
+            "localhost/built:v1",
+            &format!("docker://{reg}/library/built:v1"),
+        ]));
+    let pushed = std::fs::read_to_string(&digestfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reg}/library/built:v1"),
+    ]);
+    assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), pushed);
+}
