@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use berth_db::{now_ms, Db, ManifestRecord, ManifestReference, ManifestRow};
 use berth_oci::{
-    media_types, Algorithm, Digest, ErrorCode, Hasher, ManifestRef, ParsedManifest, Reference,
-    RepoName, Tag, UploadId,
+    media_types, Algorithm, Digest, ErrorCode, Hasher, ManifestRef, ParsedManifest, Reference, RepoName, Tag, UploadId,
 };
 use berth_storage::{BlobStore, ByteStream, StorageError};
 use bytes::Bytes;
@@ -120,21 +119,14 @@ impl Registry {
     }
 
     async fn repo_id(&self, name: &RepoName) -> Result<i64> {
-        self.db.repository_id(name.as_str()).await?.ok_or_else(|| {
-            Error::new(
-                ErrorCode::NameUnknown,
-                format!("repository {name} is not known"),
-            )
-        })
+        self.db
+            .repository_id(name.as_str())
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::NameUnknown, format!("repository {name} is not known")))
     }
 
     fn slot(&self, id: &UploadId) -> UploadSlot {
-        self.uploads
-            .lock()
-            .unwrap()
-            .entry(id.clone())
-            .or_default()
-            .clone()
+        self.uploads.lock().unwrap().entry(id.clone()).or_default().clone()
     }
 
     fn forget(&self, id: &UploadId) {
@@ -156,12 +148,7 @@ impl Registry {
     }
 
     /// Reads a blob, or an inclusive byte range of it.
-    pub async fn get_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        range: Option<(u64, u64)>,
-    ) -> Result<BlobRead> {
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
         let r = self
             .store
@@ -197,12 +184,7 @@ impl Registry {
     }
 
     /// Links a blob already in `from` into `repo`. False when `from` lacks it.
-    pub async fn mount_blob(
-        &self,
-        repo: &RepoName,
-        from: &RepoName,
-        digest: &Digest,
-    ) -> Result<bool> {
+    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
         let Some(from_id) = self.db.repository_id(from.as_str()).await? else {
             return Ok(false);
         };
@@ -275,10 +257,7 @@ impl Registry {
         match self.store.upload_append(id, current, body).await {
             Ok(end) => {
                 let hasher = shared.lock().unwrap().take();
-                *state = hasher.map(|hasher| RunningHash {
-                    offset: end,
-                    hasher,
-                });
+                *state = hasher.map(|hasher| RunningHash { offset: end, hasher });
                 self.db.touch_upload(id.as_str()).await?;
                 Ok(end)
             }
@@ -337,9 +316,7 @@ impl Registry {
                 .map_err(|e| storage_error("upload size", e))?,
         };
         let actual = match state.take() {
-            Some(r) if r.offset == size && digest.algorithm() == Algorithm::Sha256 => {
-                r.hasher.finish()
-            }
+            Some(r) if r.offset == size && digest.algorithm() == Algorithm::Sha256 => r.hasher.finish(),
             _ => self.rehash(id, digest.algorithm()).await?,
         };
         if &actual != digest {
@@ -350,9 +327,7 @@ impl Registry {
                 ErrorCode::DigestInvalid,
                 format!("content digest is {actual}, not {digest}"),
             )
-            .with_detail(
-                serde_json::json!({"expected": digest.to_string(), "actual": actual.to_string()}),
-            ));
+            .with_detail(serde_json::json!({"expected": digest.to_string(), "actual": actual.to_string()})));
         }
         self.store
             .upload_commit(id, digest)
@@ -393,17 +368,9 @@ impl Registry {
     }
 
     /// POST `?digest=`: a whole blob in one request.
-    pub async fn put_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        body: ByteStream,
-    ) -> Result<u64> {
+    pub async fn put_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
         let id = self.start_upload(repo).await?;
-        match self
-            .finish_upload(repo, &id, digest, None, Some(body))
-            .await
-        {
+        match self.finish_upload(repo, &id, digest, None, Some(body)).await {
             Ok(size) => Ok(size),
             Err(e) => {
                 let _ = self.cancel_upload(repo, &id).await;
@@ -489,10 +456,7 @@ impl Registry {
             )
         };
         let repo_id = self.repo_id(repo).await?;
-        let row = self
-            .resolve(repo_id, reference)
-            .await?
-            .ok_or_else(unknown)?;
+        let row = self.resolve(repo_id, reference).await?.ok_or_else(unknown)?;
         if !acceptable(&row.media_type, accept) {
             return Err(Error::new(
                 ErrorCode::ManifestUnknown,
@@ -502,10 +466,7 @@ impl Registry {
                 ),
             ));
         }
-        let digest: Digest = row
-            .digest
-            .parse()
-            .map_err(|e| Error::internal("stored digest", e))?;
+        let digest: Digest = row.digest.parse().map_err(|e| Error::internal("stored digest", e))?;
         let body = if with_body {
             let r = self
                 .store
@@ -582,18 +543,12 @@ impl Registry {
                 Some(s) if s != desc.size => {
                     return Err(Error::new(
                         ErrorCode::ManifestInvalid,
-                        format!(
-                            "descriptor for {d} says {} bytes, but it has {s}",
-                            desc.size
-                        ),
+                        format!("descriptor for {d} says {} bytes, but it has {s}", desc.size),
                     ));
                 }
                 Some(_) => {}
             }
-            references.push(ManifestReference {
-                digest: d,
-                is_manifest,
-            });
+            references.push(ManifestReference { digest: d, is_manifest });
         }
         // Bytes first, durable; the database commit below makes them visible.
         self.store
@@ -657,18 +612,9 @@ impl Registry {
     }
 
     /// The referrers of `subject` as an OCI image index (JSON bytes).
-    pub async fn referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Bytes> {
+    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Bytes> {
         let rows = match self.db.repository_id(repo.as_str()).await? {
-            Some(id) => {
-                self.db
-                    .referrers(id, &subject.to_string(), artifact_type)
-                    .await?
-            }
+            Some(id) => self.db.referrers(id, &subject.to_string(), artifact_type).await?,
             None => Vec::new(),
         };
         let manifests: Vec<serde_json::Value> = rows
@@ -696,9 +642,7 @@ impl Registry {
             "mediaType": media_types::OCI_INDEX,
             "manifests": manifests,
         });
-        Ok(Bytes::from(
-            serde_json::to_vec(&index).expect("index serialises"),
-        ))
+        Ok(Bytes::from(serde_json::to_vec(&index).expect("index serialises")))
     }
 
     // ---- listings ----
@@ -708,12 +652,7 @@ impl Registry {
     }
 
     /// Tags of a repository. Without `n`, all of them.
-    pub async fn tags(
-        &self,
-        repo: &RepoName,
-        n: Option<usize>,
-        last: Option<&str>,
-    ) -> Result<Page> {
+    pub async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         let repo_id = self.repo_id(repo).await?;
         let limit = match n {
             Some(n) => n.min(self.limits.max_page),
@@ -725,10 +664,7 @@ impl Registry {
                 next: None,
             });
         }
-        let mut items = self
-            .db
-            .tags(repo_id, last, (limit as i64).saturating_add(1))
-            .await?;
+        let mut items = self.db.tags(repo_id, last, (limit as i64).saturating_add(1)).await?;
         Ok(paginate(&mut items, limit))
     }
 
@@ -759,8 +695,7 @@ fn paginate(items: &mut Vec<String>, limit: usize) -> Page {
 }
 
 fn range_error(current: u64, message: String) -> Error {
-    Error::new(ErrorCode::RangeInvalid, message)
-        .with_detail(serde_json::json!({ "offset": current }))
+    Error::new(ErrorCode::RangeInvalid, message).with_detail(serde_json::json!({ "offset": current }))
 }
 
 /// Whether a stored manifest of `media_type` may be served to a client that

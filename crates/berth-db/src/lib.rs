@@ -17,8 +17,10 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+mod accounts;
 mod registry;
 
+pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, UserRow};
 pub use registry::{ManifestRecord, ManifestReference, ManifestRow, UploadRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +88,7 @@ impl Dialect {
                 let first = key.split(',').next().unwrap_or(key).trim();
                 format!("INSERT INTO {table} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {first} = {first}")
             }
-            _ => format!(
-                "INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
-            ),
+            _ => format!("INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"),
         }
     }
 
@@ -97,20 +97,14 @@ impl Dialect {
         let marks = vec!["?"; cols.split(',').count()].join(", ");
         match self {
             Dialect::Mysql => {
-                let set: Vec<String> = update
-                    .iter()
-                    .map(|c| format!("{c} = VALUES({c})"))
-                    .collect();
+                let set: Vec<String> = update.iter().map(|c| format!("{c} = VALUES({c})")).collect();
                 format!(
                     "INSERT INTO {table} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {}",
                     set.join(", ")
                 )
             }
             _ => {
-                let set: Vec<String> = update
-                    .iter()
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect();
+                let set: Vec<String> = update.iter().map(|c| format!("{c} = excluded.{c}")).collect();
                 format!(
                     "INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({key}) DO UPDATE SET {}",
                     set.join(", ")
@@ -134,21 +128,18 @@ pub fn redact(url: &str) -> String {
 
 fn migrations(dialect: Dialect) -> Migrator {
     let files: &[(i64, &str, &str)] = match dialect {
-        Dialect::Sqlite => &[(
-            1,
-            "registry",
-            include_str!("../migrations/sqlite/0001_registry.sql"),
-        )],
-        Dialect::Postgres => &[(
-            1,
-            "registry",
-            include_str!("../migrations/postgres/0001_registry.sql"),
-        )],
-        Dialect::Mysql => &[(
-            1,
-            "registry",
-            include_str!("../migrations/mysql/0001_registry.sql"),
-        )],
+        Dialect::Sqlite => &[
+            (1, "registry", include_str!("../migrations/sqlite/0001_registry.sql")),
+            (2, "accounts", include_str!("../migrations/sqlite/0002_accounts.sql")),
+        ],
+        Dialect::Postgres => &[
+            (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
+            (2, "accounts", include_str!("../migrations/postgres/0002_accounts.sql")),
+        ],
+        Dialect::Mysql => &[
+            (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
+            (2, "accounts", include_str!("../migrations/mysql/0002_accounts.sql")),
+        ],
     };
     let list: Vec<Migration> = files
         .iter()
@@ -241,10 +232,7 @@ fn opt_string(row: &AnyRow, col: &str) -> Result<Option<String>> {
         Err(sqlx::Error::ColumnDecode { .. }) => {
             let bytes = row.try_get::<Option<Vec<u8>>, _>(col)?;
             bytes
-                .map(|b| {
-                    String::from_utf8(b)
-                        .map_err(|e| DbError::Sqlx(sqlx::Error::Decode(Box::new(e))))
-                })
+                .map(|b| String::from_utf8(b).map_err(|e| DbError::Sqlx(sqlx::Error::Decode(Box::new(e)))))
                 .transpose()
         }
         Err(e) => Err(e.into()),
@@ -257,10 +245,7 @@ mod tests {
 
     #[test]
     fn placeholders_and_upserts() {
-        assert_eq!(
-            Dialect::Postgres.sql("a = ? AND b = ?"),
-            "a = $1 AND b = $2"
-        );
+        assert_eq!(Dialect::Postgres.sql("a = ? AND b = ?"), "a = $1 AND b = $2");
         assert_eq!(Dialect::Sqlite.sql("a = ?"), "a = ?");
         assert!(Dialect::Mysql
             .insert_ignore("t", "a, b", "a")
@@ -272,14 +257,8 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            Dialect::from_url("sqlite:///x.db").unwrap(),
-            Dialect::Sqlite
-        );
-        assert_eq!(
-            Dialect::from_url("postgresql://h/db").unwrap(),
-            Dialect::Postgres
-        );
+        assert_eq!(Dialect::from_url("sqlite:///x.db").unwrap(), Dialect::Sqlite);
+        assert_eq!(Dialect::from_url("postgresql://h/db").unwrap(), Dialect::Postgres);
         assert_eq!(Dialect::from_url("mysql://h/db").unwrap(), Dialect::Mysql);
         assert!(Dialect::from_url("redis://h").is_err());
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
@@ -322,8 +301,7 @@ pub mod testing {
     pub fn server_urls() -> Vec<String> {
         let pg = std::env::var("BERTH_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let my = std::env::var("BERTH_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+        let my = std::env::var("BERTH_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
         vec![pg, my]
     }
 
@@ -349,15 +327,9 @@ pub mod testing {
             Ok(p) => p,
             Err(e) => {
                 if in_ci() {
-                    panic!(
-                        "database {} unreachable in CI: {e}",
-                        super::redact(admin_url)
-                    );
+                    panic!("database {} unreachable in CI: {e}", super::redact(admin_url));
                 }
-                eprintln!(
-                    "\n!!! SKIPPING database tests on {}: {e}\n",
-                    super::redact(admin_url)
-                );
+                eprintln!("\n!!! SKIPPING database tests on {}: {e}\n", super::redact(admin_url));
                 return None;
             }
         };
@@ -367,10 +339,7 @@ pub mod testing {
             .await
             .expect("create test database");
         pool.close().await;
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(admin_url);
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
         let url = format!("{base}/{name}");
         let db = Db::connect(&url).await.expect("connect to test database");
         assert_ne!(db.dialect(), Dialect::Sqlite);

@@ -53,8 +53,7 @@ fn manifest_row(r: &AnyRow) -> Result<ManifestRow> {
     })
 }
 
-const MANIFEST_COLS: &str =
-    "digest, media_type, artifact_type, subject, size, annotations, pushed_at";
+const MANIFEST_COLS: &str = "digest, media_type, artifact_type, subject, size, annotations, pushed_at";
 
 impl Db {
     /// The id of a repository, if it exists.
@@ -71,18 +70,13 @@ impl Db {
         if let Some(id) = self.repository_id(name).await? {
             return Ok(id);
         }
-        let sql = self
-            .dialect
-            .insert_ignore("repositories", "name, created_at", "name");
+        let sql = self.dialect.insert_ignore("repositories", "name, created_at", "name");
         sqlx::query(&self.q(&sql))
             .bind(name)
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
-        Ok(self
-            .repository_id(name)
-            .await?
-            .expect("repository exists after insert"))
+        Ok(self.repository_id(name).await?.expect("repository exists after insert"))
     }
 
     /// Size of a blob linked to the repository, or None.
@@ -100,13 +94,7 @@ impl Db {
 
     /// Records a committed blob and links it to the repository, in one transaction.
     /// When `upload` is given, that session is removed in the same transaction.
-    pub async fn link_blob(
-        &self,
-        repo: i64,
-        digest: &str,
-        size: i64,
-        upload: Option<&str>,
-    ) -> Result<()> {
+    pub async fn link_blob(&self, repo: i64, digest: &str, size: i64, upload: Option<&str>) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let sql = self
@@ -147,42 +135,36 @@ impl Db {
         .bind(digest)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>(0)?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
     /// Removes the link between a repository and a blob. Returns false if there was none.
     pub async fn unlink_blob(&self, repo: i64, digest: &str) -> Result<bool> {
-        let r = sqlx::query(
-            &self.q("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?"),
-        )
-        .bind(repo)
-        .bind(digest)
-        .execute(&self.pool)
-        .await?;
+        let r = sqlx::query(&self.q("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?"))
+            .bind(repo)
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() > 0)
     }
 
     pub async fn create_upload(&self, id: &str, repo: i64) -> Result<()> {
         let now = now_ms();
-        sqlx::query(&self.q(
-            "INSERT INTO uploads (id, repository_id, created_at, updated_at) VALUES (?, ?, ?, ?)",
-        ))
-        .bind(id)
-        .bind(repo)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(&self.q("INSERT INTO uploads (id, repository_id, created_at, updated_at) VALUES (?, ?, ?, ?)"))
+            .bind(id)
+            .bind(repo)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>> {
-        let row = sqlx::query(&self.q(
-            "SELECT u.id, r.name, u.created_at, u.updated_at FROM uploads u \
-             JOIN repositories r ON r.id = u.repository_id WHERE u.id = ?",
-        ))
+        let row = sqlx::query(
+            &self.q("SELECT u.id, r.name, u.created_at, u.updated_at FROM uploads u \
+             JOIN repositories r ON r.id = u.repository_id WHERE u.id = ?"),
+        )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
@@ -220,15 +202,12 @@ impl Db {
             .bind(before_ms)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>(0)?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
     /// A manifest of the repository by digest.
     pub async fn manifest(&self, repo: i64, digest: &str) -> Result<Option<ManifestRow>> {
-        let sql =
-            format!("SELECT {MANIFEST_COLS} FROM manifests WHERE repository_id = ? AND digest = ?");
+        let sql = format!("SELECT {MANIFEST_COLS} FROM manifests WHERE repository_id = ? AND digest = ?");
         let row = sqlx::query(&self.q(&sql))
             .bind(repo)
             .bind(digest)
@@ -265,7 +244,7 @@ impl Db {
             &format!("repository_id, {MANIFEST_COLS}"),
             "repository_id, digest",
         );
-        let inserted = sqlx::query(&self.q(&sql))
+        sqlx::query(&self.q(&sql))
             .bind(repo)
             .bind(&r.digest)
             .bind(&r.media_type)
@@ -275,10 +254,10 @@ impl Db {
             .bind(r.annotations.clone())
             .bind(r.pushed_at)
             .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
-        if inserted {
+            .await?;
+        // References are inserted every time (idempotently): MySQL reports a
+        // duplicate as affected, so "was it new" cannot be read reliably.
+        {
             let sql = self.dialect.insert_ignore(
                 "manifest_references",
                 "repository_id, manifest_digest, target_digest, target_is_manifest",
@@ -315,17 +294,13 @@ impl Db {
 
     /// Indexes in the repository that list the manifest as a child.
     pub async fn manifest_parents(&self, repo: i64, digest: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query(&self.q(
-            "SELECT manifest_digest FROM manifest_references \
-             WHERE repository_id = ? AND target_digest = ? AND target_is_manifest = 1 ORDER BY manifest_digest",
-        ))
+        let rows = sqlx::query(&self.q("SELECT manifest_digest FROM manifest_references \
+             WHERE repository_id = ? AND target_digest = ? AND target_is_manifest = 1 ORDER BY manifest_digest"))
         .bind(repo)
         .bind(digest)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>(0)?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
     /// Deletes a manifest with its tags and references. Returns false if absent.
@@ -342,12 +317,11 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        let r =
-            sqlx::query(&self.q("DELETE FROM manifests WHERE repository_id = ? AND digest = ?"))
-                .bind(repo)
-                .bind(digest)
-                .execute(&mut *tx)
-                .await?;
+        let r = sqlx::query(&self.q("DELETE FROM manifests WHERE repository_id = ? AND digest = ?"))
+            .bind(repo)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
@@ -364,45 +338,30 @@ impl Db {
     /// Tags of a repository in byte order, after `last`, at most `limit`.
     pub async fn tags(&self, repo: i64, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
         let rows =
-            sqlx::query(&self.q(
-                "SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?",
-            ))
-            .bind(repo)
-            .bind(last.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>(0)?))
-            .collect()
+            sqlx::query(&self.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?"))
+                .bind(repo)
+                .bind(last.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
     /// Names of repositories holding at least one manifest, in byte order, after `last`.
     pub async fn repositories(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            &self.q("SELECT r.name FROM repositories r WHERE r.name > ? \
+        let rows = sqlx::query(&self.q("SELECT r.name FROM repositories r WHERE r.name > ? \
              AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) \
-             ORDER BY r.name LIMIT ?"),
-        )
+             ORDER BY r.name LIMIT ?"))
         .bind(last.unwrap_or(""))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>(0)?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
     /// Manifests in the repository whose subject is `digest`, optionally of one artifact type.
-    pub async fn referrers(
-        &self,
-        repo: i64,
-        digest: &str,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<ManifestRow>> {
-        let mut sql = format!(
-            "SELECT {MANIFEST_COLS} FROM manifests WHERE repository_id = ? AND subject = ?"
-        );
+    pub async fn referrers(&self, repo: i64, digest: &str, artifact_type: Option<&str>) -> Result<Vec<ManifestRow>> {
+        let mut sql = format!("SELECT {MANIFEST_COLS} FROM manifests WHERE repository_id = ? AND subject = ?");
         if artifact_type.is_some() {
             sql.push_str(" AND artifact_type = ?");
         }

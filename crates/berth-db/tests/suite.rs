@@ -94,11 +94,7 @@ async fn manifests_tags_and_referrers() {
         let repo = db.ensure_repository("lib/img").await.unwrap();
         db.link_blob(repo, &digest(1), 10, None).await.unwrap();
         let image = ManifestRecord {
-            row: row(
-                &digest(100),
-                None,
-                Some("application/vnd.oci.image.config.v1+json"),
-            ),
+            row: row(&digest(100), None, Some("application/vnd.oci.image.config.v1+json")),
             references: vec![ManifestReference {
                 digest: digest(1),
                 is_manifest: false,
@@ -116,22 +112,12 @@ async fn manifests_tags_and_referrers() {
         )
         .await
         .unwrap();
+        assert_eq!(db.manifest(repo, &digest(100)).await.unwrap(), Some(image.row.clone()));
         assert_eq!(
-            db.manifest(repo, &digest(100)).await.unwrap(),
-            Some(image.row.clone())
-        );
-        assert_eq!(
-            db.tagged_manifest(repo, "v1")
-                .await
-                .unwrap()
-                .unwrap()
-                .digest,
+            db.tagged_manifest(repo, "v1").await.unwrap().unwrap().digest,
             digest(100)
         );
-        assert_eq!(
-            db.blob_referrers(repo, &digest(1)).await.unwrap(),
-            vec![digest(100)]
-        );
+        assert_eq!(db.blob_referrers(repo, &digest(1)).await.unwrap(), vec![digest(100)]);
 
         // Tags sort by bytes and page with `last`.
         for t in ["B", "a", "Z", "_x"] {
@@ -165,11 +151,7 @@ async fn manifests_tags_and_referrers() {
         .await
         .unwrap();
         assert_eq!(
-            db.tagged_manifest(repo, "latest")
-                .await
-                .unwrap()
-                .unwrap()
-                .digest,
+            db.tagged_manifest(repo, "latest").await.unwrap().unwrap().digest,
             digest(101)
         );
 
@@ -218,19 +200,11 @@ async fn manifests_tags_and_referrers() {
 
         // Deleting a manifest removes its tags and references.
         assert!(db.delete_manifest(repo, &digest(102)).await.unwrap());
-        assert!(db
-            .manifest_parents(repo, &digest(100))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(db.manifest_parents(repo, &digest(100)).await.unwrap().is_empty());
         assert!(db.delete_manifest(repo, &digest(100)).await.unwrap());
         assert!(!db.delete_manifest(repo, &digest(100)).await.unwrap());
         assert_eq!(db.tags(repo, None, 100).await.unwrap(), ["latest"]);
-        assert!(db
-            .blob_referrers(repo, &digest(1))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(db.blob_referrers(repo, &digest(1)).await.unwrap().is_empty());
     })
     .await;
 }

@@ -9,28 +9,12 @@ use berth_oci::{Digest, Reference, RepoName, UploadId};
 pub enum Endpoint {
     Base,
     Catalog,
-    Tags {
-        name: RepoName,
-    },
-    Manifest {
-        name: RepoName,
-        reference: Reference,
-    },
-    Blob {
-        name: RepoName,
-        digest: Digest,
-    },
-    Uploads {
-        name: RepoName,
-    },
-    Upload {
-        name: RepoName,
-        id: UploadId,
-    },
-    Referrers {
-        name: RepoName,
-        digest: Digest,
-    },
+    Tags { name: RepoName },
+    Manifest { name: RepoName, reference: Reference },
+    Blob { name: RepoName, digest: Digest },
+    Uploads { name: RepoName },
+    Upload { name: RepoName, id: UploadId },
+    Referrers { name: RepoName, digest: Digest },
 }
 
 fn name(segments: &[&str]) -> Result<RepoName, Error> {
@@ -113,35 +97,20 @@ mod tests {
         let d = Digest::sha256_of(b"x");
         assert_eq!(ok(""), Endpoint::Base);
         assert_eq!(ok("_catalog"), Endpoint::Catalog);
-        assert!(
-            matches!(ok("a/b/c/tags/list"), Endpoint::Tags { name } if name.as_str() == "a/b/c")
-        );
-        assert!(
-            matches!(ok("a/manifests/latest"), Endpoint::Manifest { name, .. } if name.as_str() == "a")
-        );
+        assert!(matches!(ok("a/b/c/tags/list"), Endpoint::Tags { name } if name.as_str() == "a/b/c"));
+        assert!(matches!(ok("a/manifests/latest"), Endpoint::Manifest { name, .. } if name.as_str() == "a"));
         assert!(
             matches!(ok(&format!("a/b/manifests/{d}")), Endpoint::Manifest { reference: Reference::Digest(x), .. } if x == d)
         );
-        assert!(
-            matches!(ok(&format!("a/blobs/{d}")), Endpoint::Blob { digest, .. } if digest == d)
-        );
-        assert!(
-            matches!(ok("a/b/blobs/uploads/"), Endpoint::Uploads { name } if name.as_str() == "a/b")
-        );
+        assert!(matches!(ok(&format!("a/blobs/{d}")), Endpoint::Blob { digest, .. } if digest == d));
+        assert!(matches!(ok("a/b/blobs/uploads/"), Endpoint::Uploads { name } if name.as_str() == "a/b"));
         assert!(matches!(ok("a/b/blobs/uploads"), Endpoint::Uploads { .. }));
         let id = UploadId::from_random([1; 16]);
-        assert!(
-            matches!(ok(&format!("a/blobs/uploads/{id}")), Endpoint::Upload { id: x, .. } if x == id)
-        );
-        assert!(matches!(
-            ok(&format!("x/referrers/{d}")),
-            Endpoint::Referrers { .. }
-        ));
+        assert!(matches!(ok(&format!("a/blobs/uploads/{id}")), Endpoint::Upload { id: x, .. } if x == id));
+        assert!(matches!(ok(&format!("x/referrers/{d}")), Endpoint::Referrers { .. }));
         // A repository may itself be called "tags", "blobs" or "manifests".
         assert!(matches!(ok("tags/tags/list"), Endpoint::Tags { name } if name.as_str() == "tags"));
-        assert!(
-            matches!(ok("blobs/manifests/v1"), Endpoint::Manifest { name, .. } if name.as_str() == "blobs")
-        );
+        assert!(matches!(ok("blobs/manifests/v1"), Endpoint::Manifest { name, .. } if name.as_str() == "blobs"));
     }
 
     #[test]

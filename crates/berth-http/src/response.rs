@@ -30,14 +30,12 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.err;
-        let status =
-            StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut entry = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
         if let Some(d) = e.detail {
             entry["detail"] = d;
         }
-        let body = serde_json::to_vec(&serde_json::json!({ "errors": [entry] }))
-            .expect("error serialises");
+        let body = serde_json::to_vec(&serde_json::json!({ "errors": [entry] })).expect("error serialises");
         let mut r = (status, body).into_response();
         r.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
@@ -61,10 +59,8 @@ mod tests {
 
     #[tokio::test]
     async fn error_body_and_status() {
-        let r = ApiError::from(
-            Error::new(ErrorCode::BlobUnknown, "nope").with_detail(serde_json::json!({"d": 1})),
-        )
-        .into_response();
+        let r = ApiError::from(Error::new(ErrorCode::BlobUnknown, "nope").with_detail(serde_json::json!({"d": 1})))
+            .into_response();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

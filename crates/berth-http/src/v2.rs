@@ -26,17 +26,14 @@ pub async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     let rest = path.strip_prefix("/v2").unwrap_or(path);
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let mut resp = match Endpoint::parse(rest) {
-        None => {
-            ApiError::from(Error::new(ErrorCode::NameUnknown, "no such endpoint")).into_response()
-        }
+        None => ApiError::from(Error::new(ErrorCode::NameUnknown, "no such endpoint")).into_response(),
         Some(Err(e)) => ApiError::from(e).into_response(),
         Some(Ok(ep)) => match handle(&st, ep, req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
     };
-    resp.headers_mut()
-        .insert(API_VERSION, r::header("registry/2.0"));
+    resp.headers_mut().insert(API_VERSION, r::header("registry/2.0"));
     resp
 }
 
@@ -59,9 +56,7 @@ fn accesses(ep: &Endpoint, method: &Method, q: &HashMap<String, String>) -> Resu
             action: Action::Pull,
         }],
         Endpoint::Tags { name } | Endpoint::Referrers { name, .. } => vec![pull(name)],
-        Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. }
-            if *method == Method::DELETE =>
-        {
+        Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } if *method == Method::DELETE => {
             vec![del(name)]
         }
         Endpoint::Manifest { name, .. } if write => vec![pull(name), push(name)],
@@ -69,9 +64,9 @@ fn accesses(ep: &Endpoint, method: &Method, q: &HashMap<String, String>) -> Resu
         Endpoint::Uploads { name } => {
             let mut v = vec![pull(name), push(name)];
             if let Some(from) = q.get("from") {
-                let from: RepoName = from.parse().map_err(|e: berth_oci::NameError| {
-                    Error::new(ErrorCode::NameInvalid, e.to_string())
-                })?;
+                let from: RepoName = from
+                    .parse()
+                    .map_err(|e: berth_oci::NameError| Error::new(ErrorCode::NameInvalid, e.to_string()))?;
                 v.push(pull(&from));
             }
             v
@@ -87,11 +82,7 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
     st.auth.authorize(&Principal::Anonymous, &wants)?;
     let reg = &st.registry;
     let unsupported = || -> Result<Response> {
-        Err(Error::new(
-            ErrorCode::Unsupported,
-            format!("{method} is not supported here"),
-        )
-        .into())
+        Err(Error::new(ErrorCode::Unsupported, format!("{method} is not supported here")).into())
     };
     match ep {
         Endpoint::Base => match method {
@@ -116,9 +107,7 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
         Endpoint::Tags { name } => match method {
             Method::GET => {
                 let n = page_n(&q)?;
-                let page = reg
-                    .tags(&name, n, q.get("last").map(String::as_str))
-                    .await?;
+                let page = reg.tags(&name, n, q.get("last").map(String::as_str)).await?;
                 let body = serde_json::json!({ "name": name.as_str(), "tags": page.items });
                 Ok(paged(body, &page, |last| {
                     format!("/v2/{name}/tags/list?n={}&last={last}", n.unwrap_or(0))
@@ -169,10 +158,7 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
                     .await?;
                 let mut b = Response::builder()
                     .status(StatusCode::CREATED)
-                    .header(
-                        header::LOCATION,
-                        format!("/v2/{name}/manifests/{}", put.digest),
-                    )
+                    .header(header::LOCATION, format!("/v2/{name}/manifests/{}", put.digest))
                     .header(r::CONTENT_DIGEST, put.digest.to_string())
                     .header(header::CONTENT_LENGTH, 0);
                 if let Some(s) = put.subject {
@@ -187,9 +173,7 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
             _ => unsupported(),
         },
         Endpoint::Blob { name, digest } => match method {
-            Method::GET | Method::HEAD => {
-                get_blob(st, &name, &digest, &method, req.headers()).await
-            }
+            Method::GET | Method::HEAD => get_blob(st, &name, &digest, &method, req.headers()).await,
             Method::DELETE => {
                 reg.delete_blob(&name, &digest).await?;
                 Ok(accepted())
@@ -277,10 +261,7 @@ fn accepted() -> Response {
 }
 
 fn paged(body: serde_json::Value, page: &Page, link: impl Fn(&str) -> String) -> Response {
-    let mut resp = json(
-        StatusCode::OK,
-        serde_json::to_vec(&body).expect("serialises"),
-    );
+    let mut resp = json(StatusCode::OK, serde_json::to_vec(&body).expect("serialises"));
     if let Some(last) = &page.next {
         let v = format!("<{}>; rel=\"next\"", link(&urlencode(last)));
         resp.headers_mut().insert(header::LINK, r::header(v));
@@ -317,12 +298,7 @@ fn accept_list(h: &HeaderMap) -> Vec<String> {
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The first byte of an upload chunk's `Content-Range: <start>-<end>`.
@@ -330,12 +306,7 @@ fn content_range_start(h: &HeaderMap) -> Result<Option<u64>> {
     let Some(v) = h.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let bad = || {
-        Error::new(
-            ErrorCode::BlobUploadInvalid,
-            "Content-Range must be <start>-<end>",
-        )
-    };
+    let bad = || Error::new(ErrorCode::BlobUploadInvalid, "Content-Range must be <start>-<end>");
     let s = v.to_str().map_err(|_| bad())?.trim();
     let s = s.strip_prefix("bytes ").unwrap_or(s).trim();
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
@@ -364,11 +335,7 @@ fn content_range_start(h: &HeaderMap) -> Result<Option<u64>> {
 }
 
 fn body_stream(req: Request) -> berth_core::ByteStream {
-    Box::pin(
-        req.into_body()
-            .into_data_stream()
-            .map_err(std::io::Error::other),
-    )
+    Box::pin(req.into_body().into_data_stream().map_err(std::io::Error::other))
 }
 
 fn range_header(size: u64) -> String {
@@ -388,19 +355,12 @@ fn upload_response(status: StatusCode, name: &RepoName, id: &UploadId, size: u64
 
 /// A 416 on an upload also says where the upload stands, so the client can resume.
 fn upload_error(name: &RepoName, id: &UploadId, e: Error) -> ApiError {
-    let offset = e
-        .detail
-        .as_ref()
-        .and_then(|d| d.get("offset"))
-        .and_then(|o| o.as_u64());
+    let offset = e.detail.as_ref().and_then(|d| d.get("offset")).and_then(|o| o.as_u64());
     let mut api = ApiError::from(e);
     if let Some(size) = offset {
-        api.headers.push((
-            header::LOCATION,
-            r::header(format!("/v2/{name}/blobs/uploads/{id}")),
-        ));
         api.headers
-            .push((header::RANGE, r::header(range_header(size))));
+            .push((header::LOCATION, r::header(format!("/v2/{name}/blobs/uploads/{id}"))));
+        api.headers.push((header::RANGE, r::header(range_header(size))));
         api.headers.push((r::UPLOAD_UUID, r::header(id.as_str())));
     }
     api
@@ -416,12 +376,7 @@ fn blob_created(name: &RepoName, d: &Digest) -> Response {
         .expect("valid response")
 }
 
-async fn post_upload(
-    st: &AppState,
-    name: &RepoName,
-    q: &HashMap<String, String>,
-    req: Request,
-) -> Result<Response> {
+async fn post_upload(st: &AppState, name: &RepoName, q: &HashMap<String, String>, req: Request) -> Result<Response> {
     let reg = &st.registry;
     if let (Some(mount), Some(from)) = (q.get("mount"), q.get("from")) {
         let d = digest(mount)?;
@@ -485,13 +440,7 @@ fn parse_range(h: &HeaderMap, size: u64) -> std::result::Result<Option<(u64, u64
     Ok(Some(range))
 }
 
-async fn get_blob(
-    st: &AppState,
-    name: &RepoName,
-    d: &Digest,
-    method: &Method,
-    h: &HeaderMap,
-) -> Result<Response> {
+async fn get_blob(st: &AppState, name: &RepoName, d: &Digest, method: &Method, h: &HeaderMap) -> Result<Response> {
     let reg = &st.registry;
     let size = reg.stat_blob(name, d).await?;
     let range = match parse_range(h, size) {
@@ -521,8 +470,7 @@ async fn get_blob(
         return Ok(b.body(Body::empty()).expect("valid response"));
     }
     let read = reg.get_blob(name, d, range).await?;
-    Ok(b.body(Body::from_stream(read.stream))
-        .expect("valid response"))
+    Ok(b.body(Body::from_stream(read.stream)).expect("valid response"))
 }
 
 #[cfg(test)]

@@ -14,10 +14,7 @@ async fn base_endpoint_and_unknown_paths() {
     for path in ["/v2/", "/v2"] {
         let r = t.get(path).await;
         assert_eq!(r.status(), 200);
-        assert_eq!(
-            header(&r, "docker-distribution-api-version"),
-            "registry/2.0"
-        );
+        assert_eq!(header(&r, "docker-distribution-api-version"), "registry/2.0");
         assert_eq!(r.text().await.unwrap(), "{}");
     }
     assert_eq!(t.head("/v2/").await.status(), 200);
@@ -38,10 +35,7 @@ async fn monolithic_upload_and_blob_reads() {
     let data = b"hello, berth".to_vec();
     let d = Digest::sha256_of(&data);
     let r = t
-        .req(
-            Method::POST,
-            &format!("/v2/lib/x/blobs/uploads/?digest={d}"),
-        )
+        .req(Method::POST, &format!("/v2/lib/x/blobs/uploads/?digest={d}"))
         .body(data.clone())
         .send()
         .await
@@ -60,46 +54,23 @@ async fn monolithic_upload_and_blob_reads() {
     assert_eq!(r.bytes().await.unwrap(), data);
 
     // Blobs are per repository.
-    assert_error(
-        t.get(&format!("/v2/lib/other/blobs/{d}")).await,
-        404,
-        "BLOB_UNKNOWN",
-    )
-    .await;
-    let r = t
-        .head(&format!("/v2/lib/x/blobs/{}", Digest::sha256_of(b"nope")))
-        .await;
+    assert_error(t.get(&format!("/v2/lib/other/blobs/{d}")).await, 404, "BLOB_UNKNOWN").await;
+    let r = t.head(&format!("/v2/lib/x/blobs/{}", Digest::sha256_of(b"nope"))).await;
     assert_eq!(r.status(), 404);
-    assert_error(
-        t.get("/v2/lib/x/blobs/sha256:1234").await,
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
-    assert_error(
-        t.get("/v2/lib/x/blobs/md5:1234").await,
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
+    assert_error(t.get("/v2/lib/x/blobs/sha256:1234").await, 400, "DIGEST_INVALID").await;
+    assert_error(t.get("/v2/lib/x/blobs/md5:1234").await, 400, "DIGEST_INVALID").await;
 
     // A body that does not match its digest is refused and stored nowhere.
     let wrong = Digest::sha256_of(b"something else");
     let r = t
-        .req(
-            Method::POST,
-            &format!("/v2/lib/x/blobs/uploads/?digest={wrong}"),
-        )
+        .req(Method::POST, &format!("/v2/lib/x/blobs/uploads/?digest={wrong}"))
         .body(data.clone())
         .send()
         .await
         .unwrap();
     let v = assert_error(r, 400, "DIGEST_INVALID").await;
     assert_eq!(v["errors"][0]["detail"]["actual"], d.to_string());
-    assert_eq!(
-        t.head(&format!("/v2/lib/x/blobs/{wrong}")).await.status(),
-        404
-    );
+    assert_eq!(t.head(&format!("/v2/lib/x/blobs/{wrong}")).await.status(), 404);
 }
 
 #[tokio::test]
@@ -154,11 +125,7 @@ async fn range_requests() {
 async fn post_then_put_and_chunked_uploads() {
     let t = TestRegistry::start().await;
     // POST then PUT with the whole body.
-    let r = t
-        .req(Method::POST, "/v2/a/b/c/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = t.req(Method::POST, "/v2/a/b/c/blobs/uploads/").send().await.unwrap();
     assert_eq!(r.status(), 202);
     let loc = header(&r, "location").to_string();
     assert_eq!(header(&r, "range"), "0-0");
@@ -175,22 +142,14 @@ async fn post_then_put_and_chunked_uploads() {
     assert_eq!(r.status(), 201);
     assert_eq!(header(&r, "location"), format!("/v2/a/b/c/blobs/{d}"));
     assert_eq!(
-        t.get(&format!("/v2/a/b/c/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
+        t.get(&format!("/v2/a/b/c/blobs/{d}")).await.bytes().await.unwrap(),
         data
     );
 
     // Chunked: three PATCHes with Content-Range, then PUT without a body.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let d = Digest::sha256_of(&big);
-    let r = t
-        .req(Method::POST, "/v2/chunky/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = t.req(Method::POST, "/v2/chunky/blobs/uploads/").send().await.unwrap();
     let mut loc = header(&r, "location").to_string();
     for (i, chunk) in big.chunks(1_000_000).enumerate() {
         let start = i * 1_000_000;
@@ -220,18 +179,9 @@ async fn post_then_put_and_chunked_uploads() {
     let r = t.get(&loc).await;
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "range"), "0-2999999");
-    let r = t
-        .req(Method::PUT, &format!("{loc}?digest={d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.req(Method::PUT, &format!("{loc}?digest={d}")).send().await.unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let got = t
-        .get(&format!("/v2/chunky/blobs/{d}"))
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let got = t.get(&format!("/v2/chunky/blobs/{d}")).await.bytes().await.unwrap();
     assert_eq!(Digest::sha256_of(&got), d);
     // A finished upload is gone.
     assert_error(t.get(&loc).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
@@ -246,10 +196,7 @@ async fn streamed_patch_and_final_chunk_in_put() {
     all.extend_from_slice(&part2);
     let d = Digest::sha256_of(&all);
     let loc = header(
-        &t.req(Method::POST, "/v2/s/blobs/uploads/")
-            .send()
-            .await
-            .unwrap(),
+        &t.req(Method::POST, "/v2/s/blobs/uploads/").send().await.unwrap(),
         "location",
     )
     .to_string();
@@ -278,46 +225,25 @@ async fn streamed_patch_and_final_chunk_in_put() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(
-        t.get(&format!("/v2/s/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-        all
-    );
+    assert_eq!(t.get(&format!("/v2/s/blobs/{d}")).await.bytes().await.unwrap(), all);
 }
 
 #[tokio::test]
 async fn upload_errors_and_cancel() {
     let t = TestRegistry::start().await;
     let loc = header(
-        &t.req(Method::POST, "/v2/u/blobs/uploads/")
-            .send()
-            .await
-            .unwrap(),
+        &t.req(Method::POST, "/v2/u/blobs/uploads/").send().await.unwrap(),
         "location",
     )
     .to_string();
     // PUT without a digest.
-    assert_error(
-        t.req(Method::PUT, &loc).send().await.unwrap(),
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
+    assert_error(t.req(Method::PUT, &loc).send().await.unwrap(), 400, "DIGEST_INVALID").await;
     // The same upload through another repository is unknown.
     let other = loc.replace("/v2/u/", "/v2/v/");
     assert_error(t.get(&other).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_error(t.get("/v2/u/blobs/uploads/not-an-id").await, 404, "BLOB_UPLOAD_UNKNOWN").await;
     assert_error(
-        t.get("/v2/u/blobs/uploads/not-an-id").await,
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        t.get(&format!("/v2/u/blobs/uploads/{}", "0".repeat(32)))
-            .await,
+        t.get(&format!("/v2/u/blobs/uploads/{}", "0".repeat(32))).await,
         404,
         "BLOB_UPLOAD_UNKNOWN",
     )
@@ -332,16 +258,9 @@ async fn upload_errors_and_cancel() {
         .unwrap();
     assert_error(r, 400, "BLOB_UPLOAD_INVALID").await;
     // A wrong digest on PUT keeps the upload, so the right digest can follow.
-    t.req(Method::PATCH, &loc)
-        .body(b"abc".to_vec())
-        .send()
-        .await
-        .unwrap();
+    t.req(Method::PATCH, &loc).body(b"abc".to_vec()).send().await.unwrap();
     let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={}", Digest::sha256_of(b"xyz")),
-        )
+        .req(Method::PUT, &format!("{loc}?digest={}", Digest::sha256_of(b"xyz")))
         .send()
         .await
         .unwrap();
@@ -352,11 +271,7 @@ async fn upload_errors_and_cancel() {
     assert_error(t.get(&loc).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
     assert_error(t.delete(&loc).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
     assert_error(
-        t.req(Method::PATCH, &loc)
-            .body(b"x".to_vec())
-            .send()
-            .await
-            .unwrap(),
+        t.req(Method::PATCH, &loc).body(b"x".to_vec()).send().await.unwrap(),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     )
@@ -375,19 +290,10 @@ async fn sha512_blobs_and_manifests() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(
-        t.get(&format!("/v2/five/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-        data
-    );
+    assert_eq!(t.get(&format!("/v2/five/blobs/{d}")).await.bytes().await.unwrap(), data);
     let (_, m) = t.push_image("five", "t", &[b"layer"]).await;
     let d512 = Digest::of(Algorithm::Sha512, &m);
-    let r = t
-        .put_manifest("five", &d512.to_string(), OCI_MANIFEST, &m)
-        .await;
+    let r = t.put_manifest("five", &d512.to_string(), OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), 201);
     assert_eq!(header(&r, "docker-content-digest"), d512.to_string());
     assert_eq!(
@@ -415,11 +321,7 @@ async fn cross_repository_mount() {
     assert_eq!(r.status(), 201);
     assert_eq!(header(&r, "location"), format!("/v2/dst/repo/blobs/{d}"));
     assert_eq!(
-        t.get(&format!("/v2/dst/repo/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
+        t.get(&format!("/v2/dst/repo/blobs/{d}")).await.bytes().await.unwrap(),
         b"shared layer".as_slice()
     );
     // Not in `from`: a new upload session instead.
@@ -452,17 +354,13 @@ async fn manifests_by_tag_and_digest() {
         .push_image("library/busybox", "latest", &[b"layer one", b"layer two"])
         .await;
     for reference in ["latest".to_string(), d.to_string()] {
-        let r = t
-            .get(&format!("/v2/library/busybox/manifests/{reference}"))
-            .await;
+        let r = t.get(&format!("/v2/library/busybox/manifests/{reference}")).await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "content-type"), OCI_MANIFEST);
         assert_eq!(header(&r, "docker-content-digest"), d.to_string());
         assert_eq!(header(&r, "content-length"), bytes.len().to_string());
         assert_eq!(r.bytes().await.unwrap(), bytes, "stored byte-exact");
-        let r = t
-            .head(&format!("/v2/library/busybox/manifests/{reference}"))
-            .await;
+        let r = t.head(&format!("/v2/library/busybox/manifests/{reference}")).await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "content-length"), bytes.len().to_string());
         assert_eq!(header(&r, "docker-content-digest"), d.to_string());
@@ -472,10 +370,7 @@ async fn manifests_by_tag_and_digest() {
         .put_manifest("library/busybox", &d.to_string(), OCI_MANIFEST, &bytes)
         .await;
     assert_eq!(r.status(), 201);
-    assert_eq!(
-        header(&r, "location"),
-        format!("/v2/library/busybox/manifests/{d}")
-    );
+    assert_eq!(header(&r, "location"), format!("/v2/library/busybox/manifests/{d}"));
     let wrong = Digest::sha256_of(b"other");
     assert_error(
         t.put_manifest("library/busybox", &wrong.to_string(), OCI_MANIFEST, &bytes)
@@ -492,22 +387,13 @@ async fn manifests_by_tag_and_digest() {
     )
     .await;
     assert_error(
-        t.get(&format!("/v2/library/busybox/manifests/{wrong}"))
-            .await,
+        t.get(&format!("/v2/library/busybox/manifests/{wrong}")).await,
         404,
         "MANIFEST_UNKNOWN",
     )
     .await;
-    assert_error(
-        t.get("/v2/library/nothing/manifests/latest").await,
-        404,
-        "NAME_UNKNOWN",
-    )
-    .await;
-    assert_eq!(
-        t.head("/v2/library/busybox/manifests/nope").await.status(),
-        404
-    );
+    assert_error(t.get("/v2/library/nothing/manifests/latest").await, 404, "NAME_UNKNOWN").await;
+    assert_eq!(t.head("/v2/library/busybox/manifests/nope").await.status(), 404);
     assert_error(
         t.get("/v2/library/busybox/manifests/bad:ref").await,
         400,
@@ -529,8 +415,7 @@ async fn manifest_validation() {
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 2},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": missing.to_string(), "size": 12}]});
     let v = assert_error(
-        t.put_manifest("v", "t", OCI_MANIFEST, m.to_string().as_bytes())
-            .await,
+        t.put_manifest("v", "t", OCI_MANIFEST, m.to_string().as_bytes()).await,
         400,
         "MANIFEST_BLOB_UNKNOWN",
     )
@@ -556,8 +441,7 @@ async fn manifest_validation() {
     let ok = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 2}, "layers": []});
     assert_error(
-        t.put_manifest("v", "t", OCI_INDEX, ok.to_string().as_bytes())
-            .await,
+        t.put_manifest("v", "t", OCI_INDEX, ok.to_string().as_bytes()).await,
         400,
         "MANIFEST_INVALID",
     )
@@ -607,18 +491,12 @@ async fn manifest_size_limit() {
         201
     );
     assert_eq!(
-        t.get("/v2/big/manifests/max")
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .len(),
+        t.get("/v2/big/manifests/max").await.bytes().await.unwrap().len(),
         4 << 20
     );
     let over = build((4 << 20) + 1);
     assert_error(
-        t.put_manifest("big", "over", OCI_MANIFEST, over.as_bytes())
-            .await,
+        t.put_manifest("big", "over", OCI_MANIFEST, over.as_bytes()).await,
         413,
         "SIZE_INVALID",
     )
@@ -638,22 +516,16 @@ async fn accept_negotiation() {
             .status(),
         201
     );
-    let get = |accept: &'static str| {
-        t.req(Method::GET, "/v2/n/manifests/d")
-            .header("accept", accept)
-            .send()
-    };
+    let get = |accept: &'static str| t.req(Method::GET, "/v2/n/manifests/d").header("accept", accept).send();
     let r = get(OCI_MANIFEST).await.unwrap();
     assert_error(r, 404, "MANIFEST_UNKNOWN").await;
-    let r = get("application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json").await.unwrap();
+    let r = get("application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type"), DOCKER_MANIFEST);
     assert_eq!(get("*/*").await.unwrap().status(), 200);
-    assert_eq!(
-        t.get("/v2/n/manifests/d").await.status(),
-        200,
-        "no Accept: anything"
-    );
+    assert_eq!(t.get("/v2/n/manifests/d").await.status(), 200, "no Accept: anything");
 }
 
 #[tokio::test]
@@ -661,48 +533,28 @@ async fn indexes_need_their_children() {
     let t = TestRegistry::start().await;
     let (child, child_bytes) = t.push_image("multi", "amd64", &[b"amd64 layer"]).await;
     let absent = Digest::sha256_of(b"arm64 manifest");
-    let index = |children: Vec<Value>| {
-        json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).to_string()
-    };
+    let index =
+        |children: Vec<Value>| json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).to_string();
     let amd = json!({"mediaType": OCI_MANIFEST, "digest": child.to_string(), "size": child_bytes.len(), "platform": {"architecture": "amd64", "os": "linux"}});
     let arm = json!({"mediaType": OCI_MANIFEST, "digest": absent.to_string(), "size": 10});
     let r = t
-        .put_manifest(
-            "multi",
-            "latest",
-            OCI_INDEX,
-            index(vec![amd.clone(), arm]).as_bytes(),
-        )
+        .put_manifest("multi", "latest", OCI_INDEX, index(vec![amd.clone(), arm]).as_bytes())
         .await;
     assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
     let body = index(vec![amd]);
-    let r = t
-        .put_manifest("multi", "latest", OCI_INDEX, body.as_bytes())
-        .await;
+    let r = t.put_manifest("multi", "latest", OCI_INDEX, body.as_bytes()).await;
     assert_eq!(r.status(), 201);
     let r = t.get("/v2/multi/manifests/latest").await;
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     assert_eq!(r.text().await.unwrap(), body);
     // A child cannot be deleted while an index lists it.
-    assert_error(
-        t.delete(&format!("/v2/multi/manifests/{child}")).await,
-        403,
-        "DENIED",
-    )
-    .await;
+    assert_error(t.delete(&format!("/v2/multi/manifests/{child}")).await, 403, "DENIED").await;
     let index_digest = Digest::sha256_of(body.as_bytes());
     assert_eq!(
-        t.delete(&format!("/v2/multi/manifests/{index_digest}"))
-            .await
-            .status(),
+        t.delete(&format!("/v2/multi/manifests/{index_digest}")).await.status(),
         202
     );
-    assert_eq!(
-        t.delete(&format!("/v2/multi/manifests/{child}"))
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(t.delete(&format!("/v2/multi/manifests/{child}")).await.status(), 202);
 }
 
 #[tokio::test]
@@ -720,44 +572,16 @@ async fn deletes() {
     assert_eq!(r.status(), 201);
     // By tag: the tag goes, the manifest stays.
     assert_eq!(t.delete("/v2/del/manifests/one").await.status(), 202);
-    assert_error(
-        t.get("/v2/del/manifests/one").await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    assert_error(t.get("/v2/del/manifests/one").await, 404, "MANIFEST_UNKNOWN").await;
     assert_eq!(t.get(&format!("/v2/del/manifests/{d}")).await.status(), 200);
-    assert_error(
-        t.delete("/v2/del/manifests/one").await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    assert_error(t.delete("/v2/del/manifests/one").await, 404, "MANIFEST_UNKNOWN").await;
     // A blob in use cannot be deleted.
     let layer = Digest::sha256_of(b"l1");
-    assert_error(
-        t.delete(&format!("/v2/del/blobs/{layer}")).await,
-        403,
-        "DENIED",
-    )
-    .await;
+    assert_error(t.delete(&format!("/v2/del/blobs/{layer}")).await, 403, "DENIED").await;
     // By digest: the manifest and every tag on it go.
-    assert_eq!(
-        t.delete(&format!("/v2/del/manifests/{d}")).await.status(),
-        202
-    );
-    assert_error(
-        t.get("/v2/del/manifests/two").await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        t.get(&format!("/v2/del/manifests/{d}")).await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    assert_eq!(t.delete(&format!("/v2/del/manifests/{d}")).await.status(), 202);
+    assert_error(t.get("/v2/del/manifests/two").await, 404, "MANIFEST_UNKNOWN").await;
+    assert_error(t.get(&format!("/v2/del/manifests/{d}")).await, 404, "MANIFEST_UNKNOWN").await;
     assert_error(
         t.delete(&format!("/v2/del/manifests/{d}")).await,
         404,
@@ -765,34 +589,16 @@ async fn deletes() {
     )
     .await;
     // Now the blob can go.
-    assert_eq!(
-        t.delete(&format!("/v2/del/blobs/{layer}")).await.status(),
-        202
-    );
-    assert_error(
-        t.get(&format!("/v2/del/blobs/{layer}")).await,
-        404,
-        "BLOB_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        t.delete(&format!("/v2/del/blobs/{layer}")).await,
-        404,
-        "BLOB_UNKNOWN",
-    )
-    .await;
+    assert_eq!(t.delete(&format!("/v2/del/blobs/{layer}")).await.status(), 202);
+    assert_error(t.get(&format!("/v2/del/blobs/{layer}")).await, 404, "BLOB_UNKNOWN").await;
+    assert_error(t.delete(&format!("/v2/del/blobs/{layer}")).await, 404, "BLOB_UNKNOWN").await;
     assert_error(
         t.delete(&format!("/v2/nowhere/blobs/{layer}")).await,
         404,
         "BLOB_UNKNOWN",
     )
     .await;
-    assert_error(
-        t.delete("/v2/nowhere/manifests/x").await,
-        404,
-        "NAME_UNKNOWN",
-    )
-    .await;
+    assert_error(t.delete("/v2/nowhere/manifests/x").await, 404, "NAME_UNKNOWN").await;
 }
 
 #[tokio::test]
@@ -800,25 +606,14 @@ async fn tag_listing_pages() {
     let t = TestRegistry::start().await;
     let (_, m) = t.push_image("tags/repo", "seed", &[b"x"]).await;
     for tag in ["b", "a", "c", "D"] {
-        assert_eq!(
-            t.put_manifest("tags/repo", tag, OCI_MANIFEST, &m)
-                .await
-                .status(),
-            201
-        );
+        assert_eq!(t.put_manifest("tags/repo", tag, OCI_MANIFEST, &m).await.status(), 201);
     }
     let r = t.get("/v2/tags/repo/tags/list").await;
     assert!(r.headers().get("link").is_none());
     let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        v,
-        json!({"name": "tags/repo", "tags": ["D", "a", "b", "c", "seed"]})
-    );
+    assert_eq!(v, json!({"name": "tags/repo", "tags": ["D", "a", "b", "c", "seed"]}));
     let r = t.get("/v2/tags/repo/tags/list?n=2").await;
-    assert_eq!(
-        header(&r, "link"),
-        "</v2/tags/repo/tags/list?n=2&last=a>; rel=\"next\""
-    );
+    assert_eq!(header(&r, "link"), "</v2/tags/repo/tags/list?n=2&last=a>; rel=\"next\"");
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["D", "a"]));
     let r = t.get("/v2/tags/repo/tags/list?n=2&last=a").await;
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["b", "c"]));
@@ -843,30 +638,15 @@ async fn catalog_pages() {
         t.push_image(repo, "v", &[b"l"]).await;
     }
     // A repository with only an unfinished upload is not listed.
-    t.req(Method::POST, "/v2/empty/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    t.req(Method::POST, "/v2/empty/blobs/uploads/").send().await.unwrap();
     let v: Value = t.get("/v2/_catalog").await.json().await.unwrap();
-    assert_eq!(
-        v,
-        json!({"repositories": ["alpha/one", "alpha/two", "mid", "zeta"]})
-    );
+    assert_eq!(v, json!({"repositories": ["alpha/one", "alpha/two", "mid", "zeta"]}));
     let r = t.get("/v2/_catalog?n=3").await;
-    assert_eq!(
-        header(&r, "link"),
-        "</v2/_catalog?n=3&last=mid>; rel=\"next\""
-    );
+    assert_eq!(header(&r, "link"), "</v2/_catalog?n=3&last=mid>; rel=\"next\"");
     let r = t.get("/v2/_catalog?n=3&last=mid").await;
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["repositories"],
-        json!(["zeta"])
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["repositories"], json!(["zeta"]));
     let r = t.get("/v2/_catalog?n=1&last=alpha%2Fone").await;
-    assert_eq!(
-        header(&r, "link"),
-        "</v2/_catalog?n=1&last=alpha%2Ftwo>; rel=\"next\""
-    );
+    assert_eq!(header(&r, "link"), "</v2/_catalog?n=1&last=alpha%2Ftwo>; rel=\"next\"");
 }
 
 #[tokio::test]
@@ -906,10 +686,7 @@ async fn referrers() {
         .iter()
         .find(|m| m["artifactType"] == "application/vnd.example.signature")
         .unwrap();
-    assert_eq!(
-        sig_entry["digest"],
-        Digest::sha256_of(sig.as_bytes()).to_string()
-    );
+    assert_eq!(sig_entry["digest"], Digest::sha256_of(sig.as_bytes()).to_string());
     assert_eq!(sig_entry["size"], sig.len());
     assert_eq!(sig_entry["mediaType"], OCI_MANIFEST);
     assert_eq!(sig_entry["annotations"]["n"], "1");
@@ -926,41 +703,24 @@ async fn referrers() {
 
     // A subject that is not (yet) here: an empty index, not an error.
     let r = t
-        .get(&format!(
-            "/v2/app/referrers/{}",
-            Digest::sha256_of(b"unknown")
-        ))
+        .get(&format!("/v2/app/referrers/{}", Digest::sha256_of(b"unknown")))
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["manifests"], json!([]));
-    let r = t
-        .get(&format!("/v2/unknown-repo/referrers/{subject}"))
-        .await;
+    let r = t.get(&format!("/v2/unknown-repo/referrers/{subject}")).await;
     assert_eq!(r.status(), 200);
-    assert_error(
-        t.get("/v2/app/referrers/sha256:nope").await,
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
+    assert_error(t.get("/v2/app/referrers/sha256:nope").await, 400, "DIGEST_INVALID").await;
 }
 
 #[tokio::test]
 async fn expired_uploads_are_purged() {
     let t = TestRegistry::start().await;
     let loc = header(
-        &t.req(Method::POST, "/v2/p/blobs/uploads/")
-            .send()
-            .await
-            .unwrap(),
+        &t.req(Method::POST, "/v2/p/blobs/uploads/").send().await.unwrap(),
         "location",
     )
     .to_string();
-    t.req(Method::PATCH, &loc)
-        .body(vec![7u8; 1000])
-        .send()
-        .await
-        .unwrap();
+    t.req(Method::PATCH, &loc).body(vec![7u8; 1000]).send().await.unwrap();
     // Young uploads survive a purge.
     assert_eq!(
         t.registry
@@ -979,8 +739,6 @@ async fn expired_uploads_are_purged() {
         1
     );
     assert_error(t.get(&loc).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let uploads = std::fs::read_dir(t.dir.path().join("storage/uploads"))
-        .unwrap()
-        .count();
+    let uploads = std::fs::read_dir(t.dir.path().join("storage/uploads")).unwrap().count();
     assert_eq!(uploads, 0);
 }

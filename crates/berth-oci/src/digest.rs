@@ -76,20 +76,14 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Malformed(s.to_string()))?;
+        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError::Malformed(s.to_string()))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
             "" => return Err(DigestError::Malformed(s.to_string())),
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
-        if hex.len() != algorithm.hex_len()
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(DigestError::BadEncoding(s.to_string()));
         }
         Ok(Digest {
@@ -169,10 +163,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(
-            "nocolon".parse::<Digest>(),
-            Err(DigestError::Malformed(_))
-        ));
+        assert!(matches!("nocolon".parse::<Digest>(), Err(DigestError::Malformed(_))));
         assert!(matches!(
             "md5:abcd".parse::<Digest>(),
             Err(DigestError::UnsupportedAlgorithm(_))
@@ -182,9 +173,6 @@ mod tests {
             Err(DigestError::BadEncoding(_))
         ));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(
-            upper.parse::<Digest>(),
-            Err(DigestError::BadEncoding(_))
-        ));
+        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadEncoding(_))));
     }
 }

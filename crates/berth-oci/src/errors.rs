@@ -34,16 +34,8 @@ impl ErrorCode {
         match self {
             BlobUnknown => ("BLOB_UNKNOWN", 404, "blob unknown to registry"),
             BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", 400, "blob upload invalid"),
-            BlobUploadUnknown => (
-                "BLOB_UPLOAD_UNKNOWN",
-                404,
-                "blob upload unknown to registry",
-            ),
-            DigestInvalid => (
-                "DIGEST_INVALID",
-                400,
-                "provided digest did not match uploaded content",
-            ),
+            BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"),
+            DigestInvalid => ("DIGEST_INVALID", 400, "provided digest did not match uploaded content"),
             ManifestBlobUnknown => (
                 "MANIFEST_BLOB_UNKNOWN",
                 400,
@@ -53,30 +45,14 @@ impl ErrorCode {
             ManifestUnknown => ("MANIFEST_UNKNOWN", 404, "manifest unknown to registry"),
             NameInvalid => ("NAME_INVALID", 400, "invalid repository name"),
             NameUnknown => ("NAME_UNKNOWN", 404, "repository name not known to registry"),
-            SizeInvalid => (
-                "SIZE_INVALID",
-                400,
-                "provided length did not match content length",
-            ),
-            TooLarge => (
-                "SIZE_INVALID",
-                413,
-                "content is larger than this registry accepts",
-            ),
-            RangeInvalid => (
-                "BLOB_UPLOAD_INVALID",
-                416,
-                "requested range is not satisfiable",
-            ),
+            SizeInvalid => ("SIZE_INVALID", 400, "provided length did not match content length"),
+            TooLarge => ("SIZE_INVALID", 413, "content is larger than this registry accepts"),
+            RangeInvalid => ("BLOB_UPLOAD_INVALID", 416, "requested range is not satisfiable"),
             Unauthorized => ("UNAUTHORIZED", 401, "authentication required"),
             Denied => ("DENIED", 403, "requested access to the resource is denied"),
             Unsupported => ("UNSUPPORTED", 405, "the operation is unsupported"),
             TooManyRequests => ("TOOMANYREQUESTS", 429, "too many requests"),
-            PaginationNumberInvalid => (
-                "PAGINATION_NUMBER_INVALID",
-                400,
-                "invalid number of results requested",
-            ),
+            PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),
             Unknown => ("UNKNOWN", 500, "unknown error"),
         }
     }

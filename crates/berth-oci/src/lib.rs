@@ -11,7 +11,5 @@ mod name;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use errors::ErrorCode;
-pub use manifest::{
-    media_types, Descriptor, ManifestError, ManifestKind, ParsedManifest, Reference as ManifestRef,
-};
+pub use manifest::{media_types, Descriptor, ManifestError, ManifestKind, ParsedManifest, Reference as ManifestRef};
 pub use name::{NameError, Reference, RepoName, Tag, UploadId};

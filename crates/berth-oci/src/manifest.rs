@@ -12,20 +12,13 @@ pub mod media_types {
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
     /// Every manifest media type berth stores and serves.
-    pub const SUPPORTED: [&str; 4] = [
-        OCI_MANIFEST,
-        OCI_INDEX,
-        DOCKER_MANIFEST,
-        DOCKER_MANIFEST_LIST,
-    ];
+    pub const SUPPORTED: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
 
     pub fn is_supported(mt: &str) -> bool {
         SUPPORTED.contains(&mt)
@@ -111,11 +104,10 @@ fn essence(ct: &str) -> &str {
 impl ParsedManifest {
     /// Parses a manifest body. `content_type` is the request's Content-Type, if any.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, ManifestError> {
-        let raw: Raw =
-            serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
-        let header = content_type.map(essence).filter(|ct| {
-            !ct.is_empty() && *ct != "application/json" && *ct != "application/octet-stream"
-        });
+        let raw: Raw = serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let header = content_type
+            .map(essence)
+            .filter(|ct| !ct.is_empty() && *ct != "application/json" && *ct != "application/octet-stream");
         let media_type = match (header, raw.media_type.as_deref()) {
             (Some(h), Some(b)) if h != b => {
                 return Err(ManifestError::MediaTypeMismatch {
@@ -128,9 +120,7 @@ impl ParsedManifest {
             (None, None) if raw.manifests.is_some() => media_types::OCI_INDEX.to_string(),
             (None, None) => media_types::OCI_MANIFEST.to_string(),
         };
-        if media_type == media_types::DOCKER_SCHEMA1
-            || media_type == media_types::DOCKER_SCHEMA1_SIGNED
-        {
+        if media_type == media_types::DOCKER_SCHEMA1 || media_type == media_types::DOCKER_SCHEMA1_SIGNED {
             return Err(ManifestError::UnsupportedMediaType(format!(
                 "{media_type} (Docker schema 1 is deprecated; push with a current client)"
             )));
@@ -143,9 +133,7 @@ impl ParsedManifest {
             Some(v) => return Err(ManifestError::SchemaVersion(v)),
             None => return Err(ManifestError::Field("schemaVersion", "missing".into())),
         }
-        let kind = if media_type == media_types::OCI_INDEX
-            || media_type == media_types::DOCKER_MANIFEST_LIST
-        {
+        let kind = if media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST {
             ManifestKind::Index
         } else {
             ManifestKind::Image
@@ -209,10 +197,7 @@ impl ParsedManifest {
 
 fn check_size(field: &'static str, d: &Descriptor) -> Result<(), ManifestError> {
     if d.size < 0 {
-        return Err(ManifestError::Field(
-            field,
-            format!("negative size for {}", d.digest),
-        ));
+        return Err(ManifestError::Field(field, format!("negative size for {}", d.digest)));
     }
     Ok(())
 }
@@ -269,18 +254,14 @@ mod tests {
             media_types::DOCKER_MANIFEST,
             d(1)
         );
-        let m = ParsedManifest::parse(Some(media_types::DOCKER_MANIFEST_LIST), body.as_bytes())
-            .unwrap();
+        let m = ParsedManifest::parse(Some(media_types::DOCKER_MANIFEST_LIST), body.as_bytes()).unwrap();
         assert_eq!(m.kind, ManifestKind::Index);
         assert!(matches!(m.references[0], Reference::Manifest(_)));
     }
 
     #[test]
     fn errors() {
-        assert!(matches!(
-            ParsedManifest::parse(None, b"{"),
-            Err(ManifestError::Json(_))
-        ));
+        assert!(matches!(ParsedManifest::parse(None, b"{"), Err(ManifestError::Json(_))));
         let mismatch = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
             media_types::OCI_INDEX
@@ -303,8 +284,7 @@ mod tests {
             ParsedManifest::parse(None, no_config.as_bytes()),
             Err(ManifestError::Field("config", _))
         ));
-        let bad_digest =
-            r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1}}"#;
+        let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1}}"#;
         assert!(matches!(
             ParsedManifest::parse(None, bad_digest.as_bytes()),
             Err(ManifestError::Json(_))

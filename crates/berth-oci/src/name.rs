@@ -98,9 +98,7 @@ impl FromStr for Tag {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
-        let first_ok = b
-            .first()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        let first_ok = b.first().is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
         let rest_ok = b
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
@@ -170,10 +168,7 @@ impl UploadId {
 impl FromStr for UploadId {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() == 32
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(UploadId(s.to_string()))
         } else {
             Err(NameError::Upload(s.to_string()))
@@ -216,10 +211,7 @@ mod tests {
         for bad in [
             "", "A", "a/", "/a", "a//b", "-a", "a-", "a..b", "a___b", "a_.b", "a b", "a:b",
         ] {
-            assert!(
-                bad.parse::<RepoName>().is_err(),
-                "{bad:?} should be invalid"
-            );
+            assert!(bad.parse::<RepoName>().is_err(), "{bad:?} should be invalid");
         }
         assert!("a".repeat(256).parse::<RepoName>().is_err());
         assert_eq!("lib/x/y".parse::<RepoName>().unwrap().project(), "lib");

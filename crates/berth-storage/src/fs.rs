@@ -38,9 +38,7 @@ pub struct FsStore {
     root: PathBuf,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(format!("storage task failed: {e}")))?
@@ -83,12 +81,8 @@ impl FsStore {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<FsStore> {
         let root = root.into();
         for sub in ["blobs", "uploads", "tmp"] {
-            ensure_dir(&root.join(sub)).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create {}: {e}", root.join(sub).display()),
-                )
-            })?;
+            ensure_dir(&root.join(sub))
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", root.join(sub).display())))?;
         }
         let probe = root
             .join("tmp")
@@ -145,10 +139,7 @@ async fn pump(file: File, mut body: ByteStream) -> Result<(File, u64)> {
     let mut inflight: Inflight = None;
     let mut total: u64 = 0;
 
-    async fn settle(
-        inflight: &mut Inflight,
-        file: &mut Option<File>,
-    ) -> io::Result<Option<Vec<u8>>> {
+    async fn settle(inflight: &mut Inflight, file: &mut Option<File>) -> io::Result<Option<Vec<u8>>> {
         if let Some(h) = inflight.take() {
             let (f, mut spent) = h.await.map_err(|e| io::Error::other(e.to_string()))??;
             *file = Some(f);
@@ -175,10 +166,7 @@ async fn pump(file: File, mut body: ByteStream) -> Result<(File, u64)> {
         if buf.len() >= IO_BUF || (done && !buf.is_empty()) {
             let spare = settle(&mut inflight, &mut file).await?;
             let mut f = file.take().expect("file is back after settle");
-            let data = std::mem::replace(
-                &mut buf,
-                spare.unwrap_or_else(|| Vec::with_capacity(IO_BUF)),
-            );
+            let data = std::mem::replace(&mut buf, spare.unwrap_or_else(|| Vec::with_capacity(IO_BUF)));
             inflight = Some(tokio::task::spawn_blocking(move || {
                 f.write_all(&data)?;
                 Ok((f, data))
@@ -196,10 +184,7 @@ async fn pump(file: File, mut body: ByteStream) -> Result<(File, u64)> {
 impl BlobStore for FsStore {
     async fn stat(&self, digest: &Digest) -> Result<u64> {
         let p = self.blob_path(digest);
-        Ok(blocking(move || fs::metadata(p))
-            .await
-            .map_err(not_found)?
-            .len())
+        Ok(blocking(move || fs::metadata(p)).await.map_err(not_found)?.len())
     }
 
     async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobReader> {
@@ -229,10 +214,7 @@ impl BlobStore for FsStore {
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(uuid::Uuid::new_v4().simple().to_string());
+        let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
         let this = self.clone();
         let digest = digest.clone();
         blocking(move || {
@@ -266,11 +248,7 @@ impl BlobStore for FsStore {
     async fn upload_create(&self, id: &UploadId) -> Result<()> {
         let p = self.upload_path(id);
         blocking(move || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)?
-                .sync_all()?;
+            OpenOptions::new().write(true).create_new(true).open(&p)?.sync_all()?;
             sync_dir(p.parent().expect("parent"))
         })
         .await?;
@@ -312,10 +290,7 @@ impl BlobStore for FsStore {
 
     async fn upload_size(&self, id: &UploadId) -> Result<u64> {
         let p = self.upload_path(id);
-        Ok(blocking(move || fs::metadata(p))
-            .await
-            .map_err(not_found)?
-            .len())
+        Ok(blocking(move || fs::metadata(p)).await.map_err(not_found)?.len())
     }
 
     async fn upload_read(&self, id: &UploadId) -> Result<ByteStream> {
@@ -360,11 +335,7 @@ impl BlobStore for FsStore {
             let mut out = Vec::new();
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
-                let Some(id) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<UploadId>().ok())
-                else {
+                let Some(id) = entry.file_name().to_str().and_then(|s| s.parse::<UploadId>().ok()) else {
                     continue;
                 };
                 let modified = entry.metadata()?.modified()?;
@@ -397,11 +368,7 @@ mod tests {
         let store = FsStore::open(dir.path()).unwrap();
         let d = Digest::sha256_of(b"hello");
         store.put(&d, Bytes::from_static(b"hello")).await.unwrap();
-        let p = dir
-            .path()
-            .join("blobs/sha256")
-            .join(&d.hex()[..2])
-            .join(d.hex());
+        let p = dir.path().join("blobs/sha256").join(&d.hex()[..2]).join(d.hex());
         assert_eq!(fs::read(&p).unwrap(), b"hello");
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }

@@ -31,10 +31,7 @@ fn once(b: Bytes) -> ByteStream {
 impl BlobStore for MemoryStore {
     async fn stat(&self, digest: &Digest) -> Result<u64> {
         let blobs = self.blobs.lock().unwrap();
-        blobs
-            .get(digest)
-            .map(|b| b.len() as u64)
-            .ok_or(StorageError::NotFound)
+        blobs.get(digest).map(|b| b.len() as u64).ok_or(StorageError::NotFound)
     }
 
     async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobReader> {
@@ -96,34 +93,18 @@ impl BlobStore for MemoryStore {
 
     async fn upload_size(&self, id: &UploadId) -> Result<u64> {
         let uploads = self.uploads.lock().unwrap();
-        uploads
-            .get(id)
-            .map(|u| u.0.len() as u64)
-            .ok_or(StorageError::NotFound)
+        uploads.get(id).map(|u| u.0.len() as u64).ok_or(StorageError::NotFound)
     }
 
     async fn upload_read(&self, id: &UploadId) -> Result<ByteStream> {
         let uploads = self.uploads.lock().unwrap();
-        let data = uploads
-            .get(id)
-            .ok_or(StorageError::NotFound)?
-            .0
-            .clone()
-            .freeze();
+        let data = uploads.get(id).ok_or(StorageError::NotFound)?.0.clone().freeze();
         Ok(once(data))
     }
 
     async fn upload_commit(&self, id: &UploadId, digest: &Digest) -> Result<()> {
-        let (data, _) = self
-            .uploads
-            .lock()
-            .unwrap()
-            .remove(id)
-            .ok_or(StorageError::NotFound)?;
-        self.blobs
-            .lock()
-            .unwrap()
-            .insert(digest.clone(), data.freeze());
+        let (data, _) = self.uploads.lock().unwrap().remove(id).ok_or(StorageError::NotFound)?;
+        self.blobs.lock().unwrap().insert(digest.clone(), data.freeze());
         Ok(())
     }
 

@@ -40,19 +40,10 @@ pub async fn run(store: &dyn BlobStore) {
 async fn blobs(store: &dyn BlobStore) {
     let d = Digest::sha256_of(b"0123456789");
     assert!(matches!(store.stat(&d).await, Err(StorageError::NotFound)));
-    assert!(matches!(
-        store.get(&d, None).await,
-        Err(StorageError::NotFound)
-    ));
-    store
-        .put(&d, Bytes::from_static(b"0123456789"))
-        .await
-        .unwrap();
+    assert!(matches!(store.get(&d, None).await, Err(StorageError::NotFound)));
+    store.put(&d, Bytes::from_static(b"0123456789")).await.unwrap();
     // Putting the same content twice is harmless.
-    store
-        .put(&d, Bytes::from_static(b"0123456789"))
-        .await
-        .unwrap();
+    store.put(&d, Bytes::from_static(b"0123456789")).await.unwrap();
     assert_eq!(store.stat(&d).await.unwrap(), 10);
     let r = store.get(&d, None).await.unwrap();
     assert_eq!(r.size, 10);
@@ -77,77 +68,42 @@ async fn blobs(store: &dyn BlobStore) {
 
 async fn uploads(store: &dyn BlobStore) {
     let u = id(1);
-    assert!(matches!(
-        store.upload_size(&u).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(store.upload_size(&u).await, Err(StorageError::NotFound)));
     assert!(matches!(
         store.upload_append(&u, 0, body(&[b"x"])).await,
         Err(StorageError::NotFound)
     ));
     store.upload_create(&u).await.unwrap();
     assert_eq!(store.upload_size(&u).await.unwrap(), 0);
-    assert_eq!(
-        store
-            .upload_append(&u, 0, body(&[b"hello ", b"wor"]))
-            .await
-            .unwrap(),
-        9
-    );
+    assert_eq!(store.upload_append(&u, 0, body(&[b"hello ", b"wor"])).await.unwrap(), 9);
     match store.upload_append(&u, 3, body(&[b"x"])).await {
-        Err(StorageError::OffsetMismatch {
-            expected: 3,
-            actual: 9,
-        }) => {}
+        Err(StorageError::OffsetMismatch { expected: 3, actual: 9 }) => {}
         other => panic!("expected an offset mismatch, got {:?}", other.map(|_| ())),
     }
-    assert_eq!(
-        store.upload_append(&u, 9, body(&[b"ld"])).await.unwrap(),
-        11
-    );
+    assert_eq!(store.upload_append(&u, 9, body(&[b"ld"])).await.unwrap(), 11);
     assert_eq!(store.upload_append(&u, 11, body(&[])).await.unwrap(), 11);
-    assert_eq!(
-        collect(store.upload_read(&u).await.unwrap()).await,
-        b"hello world"
-    );
+    assert_eq!(collect(store.upload_read(&u).await.unwrap()).await, b"hello world");
     let listed = store.upload_list().await.unwrap();
     assert!(listed.iter().any(|(x, _)| *x == u));
 
     let d = Digest::sha256_of(b"hello world");
     store.upload_commit(&u, &d).await.unwrap();
     assert_eq!(store.stat(&d).await.unwrap(), 11);
-    assert!(matches!(
-        store.upload_size(&u).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(!store
-        .upload_list()
-        .await
-        .unwrap()
-        .iter()
-        .any(|(x, _)| *x == u));
+    assert!(matches!(store.upload_size(&u).await, Err(StorageError::NotFound)));
+    assert!(!store.upload_list().await.unwrap().iter().any(|(x, _)| *x == u));
 
     // A second upload of the same content commits onto the existing blob.
     let u2 = id(2);
     store.upload_create(&u2).await.unwrap();
-    store
-        .upload_append(&u2, 0, body(&[b"hello world"]))
-        .await
-        .unwrap();
+    store.upload_append(&u2, 0, body(&[b"hello world"])).await.unwrap();
     store.upload_commit(&u2, &d).await.unwrap();
-    assert_eq!(
-        collect(store.get(&d, None).await.unwrap().stream).await,
-        b"hello world"
-    );
+    assert_eq!(collect(store.get(&d, None).await.unwrap().stream).await, b"hello world");
 
     let u3 = id(3);
     store.upload_create(&u3).await.unwrap();
     store.upload_cancel(&u3).await.unwrap();
     store.upload_cancel(&u3).await.unwrap();
-    assert!(matches!(
-        store.upload_size(&u3).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(store.upload_size(&u3).await, Err(StorageError::NotFound)));
     store.delete(&d).await.unwrap();
 }
 
@@ -160,13 +116,7 @@ async fn failed_append_leaves_upload_as_it_was(store: &dyn BlobStore) {
         Err(StorageError::Body(_))
     ));
     assert_eq!(store.upload_size(&u).await.unwrap(), 3);
-    assert_eq!(
-        store.upload_append(&u, 3, body(&[b"def"])).await.unwrap(),
-        6
-    );
-    assert_eq!(
-        collect(store.upload_read(&u).await.unwrap()).await,
-        b"abcdef"
-    );
+    assert_eq!(store.upload_append(&u, 3, body(&[b"def"])).await.unwrap(), 6);
+    assert_eq!(collect(store.upload_read(&u).await.unwrap()).await, b"abcdef");
     store.upload_cancel(&u).await.unwrap();
 }

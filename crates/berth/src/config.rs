@@ -242,13 +242,11 @@ impl Loaded {
             if !path.exists() {
                 return Err(ConfigError::Missing(path.to_path_buf()));
             }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
             // Deserialising the file alone gives errors with line and column.
-            let _: Config = toml::from_str(&text)
-                .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
-            let table: toml::Table = toml::from_str(&text)
-                .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+            let _: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
             let mut file_leaves = Vec::new();
             leaves("", &table, &mut file_leaves);
             for (k, v) in file_leaves {
@@ -261,35 +259,26 @@ impl Loaded {
             .iter()
             .map(|(k, v)| (env_name(k), (k.clone(), v.clone())))
             .collect();
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("BERTH_"))
-            .collect();
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("BERTH_")).collect();
         env.sort();
         for (name, raw) in env {
             if NON_SETTING_ENV.contains(&name.as_str()) || name.starts_with(TEST_ENV_PREFIX) {
                 continue;
             }
             let Some((key, default)) = by_env.get(&name) else {
-                return Err(ConfigError::UnknownEnv(
-                    name,
-                    by_env.keys().cloned().collect(),
-                ));
+                return Err(ConfigError::UnknownEnv(name, by_env.keys().cloned().collect()));
             };
             let value = match default {
-                toml::Value::Integer(_) => {
-                    toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                        ConfigError::EnvValue(
-                            name.clone(),
-                            format!("{raw:?} is not a whole number"),
-                        )
-                    })?)
-                }
-                toml::Value::Boolean(_) => {
-                    toml::Value::Boolean(raw.trim().parse().map_err(|_| {
-                        ConfigError::EnvValue(name.clone(), format!("{raw:?} is not true or false"))
-                    })?)
-                }
+                toml::Value::Integer(_) => toml::Value::Integer(
+                    raw.trim()
+                        .parse()
+                        .map_err(|_| ConfigError::EnvValue(name.clone(), format!("{raw:?} is not a whole number")))?,
+                ),
+                toml::Value::Boolean(_) => toml::Value::Boolean(
+                    raw.trim()
+                        .parse()
+                        .map_err(|_| ConfigError::EnvValue(name.clone(), format!("{raw:?} is not true or false")))?,
+                ),
                 _ => toml::Value::String(raw),
             };
             set(&mut merged, key, value);
@@ -301,11 +290,7 @@ impl Loaded {
             sources.insert("server.listen".into(), Source::Flag("--listen".into()));
         }
         if let Some(d) = &flags.data_dir {
-            set(
-                &mut merged,
-                "data_dir",
-                toml::Value::String(d.display().to_string()),
-            );
+            set(&mut merged, "data_dir", toml::Value::String(d.display().to_string()));
             sources.insert("data_dir".into(), Source::Flag("--data-dir".into()));
         }
 
@@ -323,15 +308,9 @@ impl Loaded {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.config;
-        c.server
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "server.listen {:?} is not ADDRESS:PORT: {e}",
-                    c.server.listen
-                ))
-            })?;
+        c.server.listen.parse::<std::net::SocketAddr>().map_err(|e| {
+            ConfigError::Invalid(format!("server.listen {:?} is not ADDRESS:PORT: {e}", c.server.listen))
+        })?;
         if c.storage.backend != "filesystem" {
             return Err(ConfigError::Invalid(format!(
                 "storage.backend {:?} is not supported; use \"filesystem\"",
@@ -369,10 +348,7 @@ impl Loaded {
 
     pub fn database_url(&self) -> String {
         if self.config.database.url.is_empty() {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir().join("berth.db").display()
-            )
+            format!("sqlite://{}?mode=rwc", self.data_dir().join("berth.db").display())
         } else {
             self.config.database.url.clone()
         }
@@ -403,10 +379,7 @@ impl Loaded {
         out.push_str("\ndata will live in:\n");
         let db = self.database_url();
         let db_text = match berth_db::Dialect::from_url(&db) {
-            Ok(berth_db::Dialect::Sqlite) => format!(
-                "SQLite database {}",
-                self.data_dir().join("berth.db").display()
-            ),
+            Ok(berth_db::Dialect::Sqlite) => format!("SQLite database {}", self.data_dir().join("berth.db").display()),
             Ok(d) => format!("{} at {}", d.name(), berth_db::redact(&db)),
             Err(_) => berth_db::redact(&db),
         };
@@ -463,8 +436,7 @@ pub fn volatile_fs(p: &Path) -> Option<String> {
             best = Some((mnt.len(), fstype.to_string()));
         }
     }
-    best.map(|(_, t)| t)
-        .filter(|t| t == "tmpfs" || t == "ramfs")
+    best.map(|(_, t)| t).filter(|t| t == "tmpfs" || t == "ramfs")
 }
 
 #[cfg(test)]
@@ -472,9 +444,7 @@ mod tests {
     use super::*;
 
     fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -519,29 +489,15 @@ mod tests {
             Source::Env("BERTH_REGISTRY_UPLOAD_PURGE_INTERVAL_SECS".into())
         );
         let report = l.report();
-        assert!(
-            report.contains("server.listen = \"127.0.0.1:3\""),
-            "{report}"
-        );
+        assert!(report.contains("server.listen = \"127.0.0.1:3\""), "{report}");
         assert!(report.contains("# flag --listen"), "{report}");
-        assert!(
-            report.contains("blobs:    filesystem at /srv/b/storage"),
-            "{report}"
-        );
-        assert!(
-            report.contains("metadata: SQLite database /srv/b/berth.db"),
-            "{report}"
-        );
+        assert!(report.contains("blobs:    filesystem at /srv/b/storage"), "{report}");
+        assert!(report.contains("metadata: SQLite database /srv/b/berth.db"), "{report}");
     }
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let err = Loaded::load(
-            Some(Path::new("/nonexistent/berth.toml")),
-            env(&[]),
-            &Flags::default(),
-        )
-        .unwrap_err();
+        let err = Loaded::load(Some(Path::new("/nonexistent/berth.toml")), env(&[]), &Flags::default()).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
@@ -549,11 +505,7 @@ mod tests {
     fn unknown_keys_are_errors_with_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(
-            &f,
-            "[storage]\nbackend = \"filesystem\"\nroot = \"/data\"\n",
-        )
-        .unwrap();
+        std::fs::write(&f, "[storage]\nbackend = \"filesystem\"\nroot = \"/data\"\n").unwrap();
         let err = Loaded::load(Some(&f), env(&[]), &Flags::default())
             .unwrap_err()
             .to_string();
@@ -565,15 +517,9 @@ mod tests {
 
     #[test]
     fn unknown_or_bad_environment_is_an_error() {
-        let err = Loaded::load(
-            None,
-            env(&[("BERTH_STORAGE_ROOT", "/x")]),
-            &Flags::default(),
-        )
-        .unwrap_err();
+        let err = Loaded::load(None, env(&[("BERTH_STORAGE_ROOT", "/x")]), &Flags::default()).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("BERTH_STORAGE_ROOT is not a berth setting"),
+            err.to_string().contains("BERTH_STORAGE_ROOT is not a berth setting"),
             "{err}"
         );
         let err = Loaded::load(

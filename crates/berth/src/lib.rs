@@ -49,11 +49,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
 }
 
 /// Removes expired uploads now and then, until the process ends.
-pub fn spawn_upload_purger(
-    registry: Arc<Registry>,
-    every: Duration,
-    max_age: Duration,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_upload_purger(registry: Arc<Registry>, every: Duration, max_age: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
         loop {

@@ -132,8 +132,7 @@ fn check_writable(cfg: &Loaded) -> Result<(), String> {
             return Err(format!("{} is not a directory", probe.display()));
         }
         let test = probe.join(format!(".berth-check-{}", std::process::id()));
-        std::fs::write(&test, b"")
-            .map_err(|e| format!("storage path {} is not writable: {e}", probe.display()))?;
+        std::fs::write(&test, b"").map_err(|e| format!("storage path {} is not writable: {e}", probe.display()))?;
         let _ = std::fs::remove_file(test);
     }
     Ok(())

@@ -13,8 +13,7 @@ fn skopeo(args: &[&str]) -> String {
 }
 
 fn index_digest(layout: &std::path::Path, tag: &str) -> String {
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
     index["manifests"]
         .as_array()
         .unwrap()
@@ -83,10 +82,7 @@ fn skopeo_copies_in_and_out_with_identical_digests() {
         &format!("docker://{reg}/team/tools/multi:latest"),
         &format!("oci:{}:multi", out_multi.display()),
     ]);
-    assert_eq!(
-        index_digest(&out_multi, "multi"),
-        index_digest(&src, "multi")
-    );
+    assert_eq!(index_digest(&out_multi, "multi"), index_digest(&src, "multi"));
     // Every blob that came back is byte-identical to the one that went in.
     for entry in std::fs::read_dir(out.join("blobs/sha256")).unwrap() {
         let p = entry.unwrap().path();
@@ -151,18 +147,14 @@ fn podman_pushes_and_pulls() {
     let runroot = tmp.path().join("run");
     let podman = || {
         let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&runroot)
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ]);
+        c.arg("--root").arg(&root).arg("--runroot").arg(&runroot).args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]);
         c
     };
     let image = run(podman().args(["pull", "-q", &format!("oci:{}:v1", src.display())]))
@@ -175,10 +167,7 @@ fn podman_pushes_and_pulls() {
         .arg(&digestfile)
         .arg(&image)
         .arg(format!("docker://{target}")));
-    let pushed = std::fs::read_to_string(&digestfile)
-        .unwrap()
-        .trim()
-        .to_string();
+    let pushed = std::fs::read_to_string(&digestfile).unwrap().trim().to_string();
     assert!(pushed.starts_with("sha256:"));
     run(podman().args(["rmi", "-a", "-f"]));
     run(podman().args(["pull", "-q", "--tls-verify=false", &target]));
@@ -219,12 +208,9 @@ fn oras_pushes_an_artifact_with_a_subject_found_through_referrers() {
         &format!("oci:{}:v1", src.display()),
         &format!("docker://{reg}/library/app:v1"),
     ]);
-    let size = std::fs::metadata(
-        src.join("blobs/sha256")
-            .join(v1.trim_start_matches("sha256:")),
-    )
-    .unwrap()
-    .len();
+    let size = std::fs::metadata(src.join("blobs/sha256").join(v1.trim_start_matches("sha256:")))
+        .unwrap()
+        .len();
 
     let work = tmp.path().join("oras");
     std::fs::create_dir_all(&work).unwrap();
@@ -292,12 +278,7 @@ fn buildah_builds_from_scratch_and_pushes() {
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("hello.txt"), "hello from buildah\n").unwrap();
     let tar = tmp.path().join("ctx.tar");
-    run(Command::new("tar")
-        .arg("-cf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(&ctx)
-        .arg("."));
+    run(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&ctx).arg("."));
     let root = tmp.path().join("root");
     let runroot = tmp.path().join("run");
     let buildah = || {
@@ -317,14 +298,8 @@ fn buildah_builds_from_scratch_and_pushes() {
     run(buildah()
         .args(["push", "--tls-verify=false", "--digestfile"])
         .arg(&digestfile)
-        .args([
-            "localhost/built:v1",
-            &format!("docker://{reg}/library/built:v1"),
-        ]));
-    let pushed = std::fs::read_to_string(&digestfile)
-        .unwrap()
-        .trim()
-        .to_string();
+        .args(["localhost/built:v1", &format!("docker://{reg}/library/built:v1")]));
+    let pushed = std::fs::read_to_string(&digestfile).unwrap().trim().to_string();
     let raw = skopeo(&[
         "inspect",
         "--raw",

@@ -54,17 +54,11 @@ fn version_and_config_check() {
         &[("BERTH_SERVER_SHUTDOWN_GRACE_SECS", "9")],
     );
     assert!(ok, "{err}");
-    assert!(
-        out.contains(&format!("config file: {}", cfg.display())),
-        "{out}"
-    );
+    assert!(out.contains(&format!("config file: {}", cfg.display())), "{out}");
     assert!(out.contains("server.listen = \"0.0.0.0:5123\""), "{out}");
     assert!(out.contains(&format!("# file {}", cfg.display())), "{out}");
     assert!(out.contains("server.shutdown_grace_secs = 9"), "{out}");
-    assert!(
-        out.contains("# environment BERTH_SERVER_SHUTDOWN_GRACE_SECS"),
-        "{out}"
-    );
+    assert!(out.contains("# environment BERTH_SERVER_SHUTDOWN_GRACE_SECS"), "{out}");
     assert!(
         out.contains(&format!(
             "blobs:    filesystem at {}",
@@ -80,10 +74,7 @@ fn version_and_config_check() {
         "{out}"
     );
     // BERTH_CONFIG names the file too.
-    let (ok, out, _) = berth(
-        &["config", "check"],
-        &[("BERTH_CONFIG", cfg.to_str().unwrap())],
-    );
+    let (ok, out, _) = berth(&["config", "check"], &[("BERTH_CONFIG", cfg.to_str().unwrap())]);
     assert!(ok && out.contains("0.0.0.0:5123"), "{out}");
 }
 
@@ -94,20 +85,11 @@ fn configuration_mistakes_stop_berth_before_it_serves() {
     let data_s = data.to_str().unwrap();
     // A config file at the wrong path: an error, never a silent default.
     let (ok, _, err) = berth(
-        &[
-            "serve",
-            "--config",
-            "/etc/berth/nowhere.toml",
-            "--data-dir",
-            data_s,
-        ],
+        &["serve", "--config", "/etc/berth/nowhere.toml", "--data-dir", data_s],
         &[],
     );
     assert!(!ok);
-    assert!(
-        err.contains("/etc/berth/nowhere.toml does not exist"),
-        "{err}"
-    );
+    assert!(err.contains("/etc/berth/nowhere.toml does not exist"), "{err}");
     // A misspelt key.
     let cfg = tmp.path().join("c.toml");
     std::fs::write(&cfg, "[storage]\nroot = \"/srv/registry\"\n").unwrap();
@@ -115,15 +97,9 @@ fn configuration_mistakes_stop_berth_before_it_serves() {
     assert!(!ok);
     assert!(err.contains("unknown field `root`"), "{err}");
     // A misspelt environment variable.
-    let (ok, _, err) = berth(
-        &["serve", "--data-dir", data_s],
-        &[("BERTH_STORAGE_ROOT", "/srv")],
-    );
+    let (ok, _, err) = berth(&["serve", "--data-dir", data_s], &[("BERTH_STORAGE_ROOT", "/srv")]);
     assert!(!ok);
-    assert!(
-        err.contains("BERTH_STORAGE_ROOT is not a berth setting"),
-        "{err}"
-    );
+    assert!(err.contains("BERTH_STORAGE_ROOT is not a berth setting"), "{err}");
     // Storage that cannot be written.
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
@@ -260,10 +236,7 @@ async fn verify_everything(client: &reqwest::Client, base: &str) -> usize {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200, "{repo}:{tag} is listed but not readable");
-            let digest = r.headers()["docker-content-digest"]
-                .to_str()
-                .unwrap()
-                .to_string();
+            let digest = r.headers()["docker-content-digest"].to_str().unwrap().to_string();
             let body = r.bytes().await.unwrap();
             assert_eq!(
                 format!("sha256:{}", sha256_hex(&body)),
@@ -275,16 +248,8 @@ async fn verify_everything(client: &reqwest::Client, base: &str) -> usize {
             descs.extend(m["layers"].as_array().unwrap().iter().cloned());
             for d in descs {
                 let dg = d["digest"].as_str().unwrap();
-                let r = client
-                    .get(format!("{base}/v2/{repo}/blobs/{dg}"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    r.status(),
-                    200,
-                    "{repo}:{tag} references {dg}, which is missing"
-                );
+                let r = client.get(format!("{base}/v2/{repo}/blobs/{dg}")).send().await.unwrap();
+                assert_eq!(r.status(), 200, "{repo}:{tag} references {dg}, which is missing");
                 let b = r.bytes().await.unwrap();
                 assert_eq!(b.len() as u64, d["size"].as_u64().unwrap());
                 assert_eq!(
@@ -321,15 +286,8 @@ fn kill_9_during_pushes_leaves_nothing_corrupt_or_half_visible() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(
-                    r.status(),
-                    200,
-                    "acknowledged push {repo}:{tag} lost after kill -9"
-                );
-                assert_eq!(
-                    r.headers()["docker-content-digest"].to_str().unwrap(),
-                    digest
-                );
+                assert_eq!(r.status(), 200, "acknowledged push {repo}:{tag} lost after kill -9");
+                assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest);
             }
             verify_everything(&client, &base).await;
         });
@@ -418,10 +376,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
         "berth exits cleanly on SIGTERM: {status}\n{}",
         b.log_text()
     );
-    let code = rt
-        .block_on(upload)
-        .unwrap()
-        .expect("the upload in flight completes");
+    let code = rt.block_on(upload).unwrap().expect("the upload in flight completes");
     assert_eq!(code, 201);
     assert!(b.log_text().contains("shutting down"));
     // After a restart the blob is there.
@@ -467,9 +422,8 @@ fn a_2_gib_blob_streams_in_constant_memory() {
     let before = b.peak_rss_kib();
     rt.block_on(async {
         let p = bytes::Bytes::from(piece.clone());
-        let stream = futures_util::stream::iter(
-            (0..SIZE / PIECE as u64).map(move |_| Ok::<_, std::io::Error>(p.clone())),
-        );
+        let stream =
+            futures_util::stream::iter((0..SIZE / PIECE as u64).map(move |_| Ok::<_, std::io::Error>(p.clone())));
         let r = reqwest::Client::new()
             .post(format!("{base}/v2/big/blobs/uploads/?digest={digest}"))
             .header("content-length", SIZE)
@@ -491,10 +445,7 @@ fn a_2_gib_blob_streams_in_constant_memory() {
             sha2::Digest::update(&mut h, &c);
         }
         assert_eq!(n, SIZE);
-        assert_eq!(
-            format!("sha256:{}", hex::encode(sha2::Digest::finalize(h))),
-            digest
-        );
+        assert_eq!(format!("sha256:{}", hex::encode(sha2::Digest::finalize(h))), digest);
     });
     let peak = b.peak_rss_kib();
     eprintln!(

@@ -30,11 +30,7 @@ impl TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let t = berth_db::testing::sqlite().await;
         let store = FsStore::open(dir.path().join("storage")).unwrap();
-        let registry = Arc::new(Registry::new(
-            t.db.clone(),
-            Arc::new(store),
-            Limits::default(),
-        ));
+        let registry = Arc::new(Registry::new(t.db.clone(), Arc::new(store), Limits::default()));
         let app = berth_http::router(AppState {
             registry: registry.clone(),
             auth: Arc::new(AllowAll),
@@ -79,30 +75,16 @@ impl TestRegistry {
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
         let d = Digest::sha256_of(data);
         let r = self
-            .req(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-            )
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
             .body(data.to_vec())
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
         d
     }
 
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Response {
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
         self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
             .header("content-type", media_type)
             .body(body.to_vec())
@@ -129,12 +111,7 @@ impl TestRegistry {
         });
         let bytes = serde_json::to_vec_pretty(&m).unwrap();
         let r = self.put_manifest(repo, tag, OCI_MANIFEST, &bytes).await;
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
         (Digest::sha256_of(&bytes), bytes)
     }
 }
@@ -144,12 +121,9 @@ pub async fn assert_error(r: Response, status: u16, code: &str) -> Value {
     let got = r.status().as_u16();
     let text = r.text().await.unwrap();
     assert_eq!(got, status, "status for {code}: body {text}");
-    let v: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text}"));
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text}"));
     assert_eq!(v["errors"][0]["code"], code, "body {text}");
-    assert!(v["errors"][0]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
+    assert!(v["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
     v
 }
 

@@ -27,7 +27,9 @@ pub fn have(tool: &str, version_arg: &str) -> bool {
         if in_ci() {
             panic!("{tool} is required in CI but is not installed (the test command installs it)");
         }
-        eprintln!("\n!!!!!!!! SKIPPED: {tool} is not installed; run the README's test command to install it !!!!!!!!\n");
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: {tool} is not installed; run the README's test command to install it !!!!!!!!\n"
+        );
     }
     ok
 }
@@ -48,9 +50,7 @@ pub fn have_oras() -> bool {
 
 /// Runs a command, panicking with its output when it fails. Returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
         panic!(
@@ -114,19 +114,13 @@ impl Berth {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             if let Some(line) = text.lines().find(|l| l.contains("berth is serving")) {
                 let start = line.find("listen=").expect("listen field") + "listen=".len();
-                let addr: String = line[start..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
+                let addr: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
                 return addr;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("berth exited ({status}) before serving:\n{text}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "berth did not start within 60 s:\n{text}"
-            );
+            assert!(Instant::now() < deadline, "berth did not start within 60 s:\n{text}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -194,12 +188,9 @@ pub fn berth(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 /// Writes the test image layout (tags v1 and multi) and returns the v1 digest.
 pub fn make_image(dir: &Path, layers: usize) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkimage.py");
-    run(Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .arg(layers.to_string()))
-    .trim()
-    .to_string()
+    run(Command::new("python3").arg(script).arg(dir).arg(layers.to_string()))
+        .trim()
+        .to_string()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

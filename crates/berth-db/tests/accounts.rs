@@ -1,0 +1,203 @@
+//! Accounts, projects, robots, audit log and settings on every database.
+
+use berth_db::testing;
+use berth_db::{AuditFilter, AuditRow, Db, RobotRow, UserRow};
+
+fn user(name: &str, admin: bool) -> UserRow {
+    UserRow {
+        id: 0,
+        username: name.into(),
+        email: format!("{name}@example.test"),
+        realname: name.to_uppercase(),
+        comment: String::new(),
+        password_hash: "$argon2id$fake".into(),
+        sysadmin: admin,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+async fn each(f: impl AsyncFn(&Db)) {
+    for t in testing::all().await {
+        eprintln!("-- on {}", t.db.dialect().name());
+        f(&t.db).await;
+        t.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn users() {
+    each(async |db| {
+        let a = db.create_user(&user("alice", false)).await.unwrap();
+        let b = db.create_user(&user("bob_1", true)).await.unwrap();
+        assert!(
+            db.create_user(&user("alice", false)).await.is_err(),
+            "usernames are unique"
+        );
+        let got = db.user_by_name("alice").await.unwrap().unwrap();
+        assert_eq!(
+            (got.id, got.email.as_str(), got.sysadmin),
+            (a, "alice@example.test", false)
+        );
+        assert_eq!(db.user_by_id(b).await.unwrap().unwrap().username, "bob_1");
+        let (page, total) = db.list_users(None, 0, 10).await.unwrap();
+        assert_eq!((page.len(), total), (2, 2));
+        // LIKE wildcards in the filter are literal.
+        let (page, total) = db.list_users(Some("_"), 0, 10).await.unwrap();
+        assert_eq!((page.len(), total), (1, 1));
+        assert_eq!(db.list_users(None, 1, 10).await.unwrap().0[0].username, "bob_1");
+        assert!(db.update_user_profile(a, "new@x", "Alice A", "c").await.unwrap());
+        assert!(db.set_password_hash(a, "h2").await.unwrap());
+        assert!(db.set_sysadmin(a, true).await.unwrap());
+        let got = db.user_by_id(a).await.unwrap().unwrap();
+        assert_eq!(
+            (got.email.as_str(), got.password_hash.as_str(), got.sysadmin),
+            ("new@x", "h2", true)
+        );
+        assert!(db.delete_user(a).await.unwrap());
+        assert!(db.user_by_id(a).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn projects_and_members() {
+    each(async |db| {
+        let owner = db.create_user(&user("owner", false)).await.unwrap();
+        let dev = db.create_user(&user("dev", false)).await.unwrap();
+        let p = db.create_project("team", false, owner, 1).await.unwrap().unwrap();
+        assert!(db.create_project("team", true, owner, 1).await.unwrap().is_none());
+        let pub_id = db.create_project("library", true, owner, 1).await.unwrap().unwrap();
+        assert_eq!(db.member_role(p, owner).await.unwrap(), Some(1));
+        assert_eq!(db.member_role(p, dev).await.unwrap(), None);
+        db.set_member(p, dev, 2).await.unwrap();
+        db.set_member(p, dev, 4).await.unwrap();
+        assert_eq!(db.member_role(p, dev).await.unwrap(), Some(4));
+        let ms = db.members(p).await.unwrap();
+        assert_eq!(
+            ms.iter().map(|m| (m.username.as_str(), m.role)).collect::<Vec<_>>(),
+            [("dev", 4), ("owner", 1)]
+        );
+        // Visibility: a stranger sees public projects only.
+        let stranger = db.create_user(&user("stranger", false)).await.unwrap();
+        let (seen, total) = db.list_projects(None, None, Some(stranger), 0, 10).await.unwrap();
+        assert_eq!(
+            (seen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), total),
+            (vec!["library"], 1)
+        );
+        let (seen, _) = db.list_projects(None, None, Some(dev), 0, 10).await.unwrap();
+        assert_eq!(seen.len(), 2);
+        let (seen, _) = db.list_projects(Some("tea"), Some(false), None, 0, 10).await.unwrap();
+        assert_eq!(seen[0].id, p);
+        assert!(db.set_project_public(p, true).await.unwrap());
+        assert!(db.project_by_id(p).await.unwrap().unwrap().public);
+        // Repositories counted per project.
+        let repo = db.ensure_repository("team/app").await.unwrap();
+        db.ensure_repository("teammate/app").await.unwrap();
+        db.put_manifest(
+            repo,
+            &berth_db::ManifestRecord {
+                row: berth_db::ManifestRow {
+                    digest: format!("sha256:{:064x}", 1),
+                    media_type: "m".into(),
+                    artifact_type: None,
+                    subject: None,
+                    size: 1,
+                    annotations: None,
+                    pushed_at: 0,
+                },
+                references: vec![],
+                tag: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(db.project_repository_count("team").await.unwrap(), 1);
+        assert!(db.remove_member(p, dev).await.unwrap());
+        assert!(db.delete_project(p).await.unwrap());
+        assert!(db.project_by_name("team").await.unwrap().is_none());
+        assert_eq!(db.project_by_id(pub_id).await.unwrap().unwrap().name, "library");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn robots() {
+    each(async |db| {
+        let r = RobotRow {
+            id: 0,
+            name: "robot$lib+ci".into(),
+            description: "ci".into(),
+            secret_hash: "h".into(),
+            level: "project".into(),
+            project_id: Some(7),
+            permissions: "[]".into(),
+            expires_at: -1,
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let id = db.create_robot(&r).await.unwrap().unwrap();
+        assert!(db.create_robot(&r).await.unwrap().is_none());
+        let mut got = db.robot_by_name("robot$lib+ci").await.unwrap().unwrap();
+        assert_eq!((got.id, got.project_id, got.expires_at), (id, Some(7), -1));
+        got.secret_hash = "h2".into();
+        got.disabled = true;
+        assert!(db.update_robot(&got).await.unwrap());
+        let again = db.robot_by_id(id).await.unwrap().unwrap();
+        assert_eq!((again.secret_hash.as_str(), again.disabled), ("h2", true));
+        assert_eq!(db.list_robots(Some(7)).await.unwrap().len(), 1);
+        assert_eq!(db.list_robots(Some(8)).await.unwrap().len(), 0);
+        assert!(db.delete_robot(id).await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_and_settings() {
+    each(async |db| {
+        for (i, (user, op, res)) in [
+            ("a", "create", "lib/x:v1"),
+            ("b", "delete", "lib/x:v1"),
+            ("a", "login", "user/a"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            db.add_audit(&AuditRow {
+                id: 0,
+                op_time: 1000 + i as i64,
+                username: user.to_string(),
+                operation: op.to_string(),
+                resource_type: "artifact".into(),
+                resource: res.to_string(),
+                success: true,
+                detail: String::new(),
+            })
+            .await
+            .unwrap();
+        }
+        let (rows, total) = db.list_audit(&AuditFilter::default(), 0, 10).await.unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(rows[0].operation, "login", "newest first");
+        let f = AuditFilter {
+            username: Some("a".into()),
+            ..Default::default()
+        };
+        assert_eq!(db.list_audit(&f, 0, 10).await.unwrap().1, 2);
+        let f = AuditFilter {
+            resource_prefix: Some("lib/".into()),
+            from_ms: Some(1001),
+            ..Default::default()
+        };
+        let (rows, total) = db.list_audit(&f, 0, 10).await.unwrap();
+        assert_eq!((total, rows[0].username.as_str()), (1, "b"));
+
+        assert_eq!(db.setting("k").await.unwrap(), None);
+        assert_eq!(db.setting_or_insert("k", "first").await.unwrap(), "first");
+        assert_eq!(db.setting_or_insert("k", "second").await.unwrap(), "first");
+        db.set_setting("k", "third").await.unwrap();
+        assert_eq!(db.setting("k").await.unwrap().as_deref(), Some("third"));
+    })
+    .await;
+}
