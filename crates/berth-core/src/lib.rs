@@ -5,11 +5,11 @@
 //! Core never sees HTTP types: bodies arrive as [`ByteStream`], answers leave
 //! as plain values and [`Error`]s carrying an OCI [`ErrorCode`].
 
-mod auth;
 mod error;
 mod registry;
 
-pub use auth::{Access, Action, AllowAll, Authorizer, Principal, Resource};
+pub mod auth;
+pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Principal, Resource};
 pub use berth_oci::ErrorCode;
 pub use berth_storage::ByteStream;
 pub use error::{Error, Result};

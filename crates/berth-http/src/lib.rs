@@ -6,12 +6,14 @@
 
 mod endpoint;
 mod response;
+mod token;
 mod v2;
 
 use std::sync::Arc;
 
 use axum::routing::{any, get};
 use axum::Router;
+use berth_core::auth::AuthService;
 use berth_core::{Authorizer, Registry};
 
 pub use endpoint::Endpoint;
@@ -20,7 +22,12 @@ pub use endpoint::Endpoint;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Checks every /v2 request.
     pub auth: Arc<dyn Authorizer>,
+    /// Accounts and tokens; None only in tests of the distribution API alone.
+    pub accounts: Option<Arc<AuthService>>,
+    /// The URL clients reach berth at, when it differs from the Host header's.
+    pub public_url: Option<String>,
 }
 
 /// The whole application: `/v2/` and everything below it.
@@ -29,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))
         .route("/v2/{*rest}", any(v2::dispatch))
+        .route("/service/token", get(token::token).post(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(v2::not_found)
         .with_state(state)

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub err: Error,
     /// Headers to add, such as where an upload stands after a 416.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A complete response to send instead (a 401 with its challenge).
+    pub response: Option<Box<Response>>,
 }
 
 impl From<Error> for ApiError {
@@ -23,12 +25,23 @@ impl From<Error> for ApiError {
         ApiError {
             err,
             headers: Vec::new(),
+            response: None,
         }
+    }
+}
+
+impl ApiError {
+    pub fn with_response(mut self, r: Response) -> ApiError {
+        self.response = Some(Box::new(r));
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(r) = self.response {
+            return *r;
+        }
         let e = self.err;
         let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut entry = serde_json::json!({ "code": e.code.as_str(), "message": e.message });

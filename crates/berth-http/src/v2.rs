@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_core::{Access, Action, Error, ErrorCode, Page, Principal, Resource};
+use berth_core::{Access, Action, Credentials, Error, ErrorCode, Page, Resource};
 use berth_oci::{Digest, RepoName, UploadId};
 use futures_util::TryStreamExt;
 
@@ -79,7 +79,50 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
     let q = query(&req);
     let method = req.method().clone();
     let wants = accesses(&ep, &method, &q)?;
-    st.auth.authorize(&Principal::Anonymous, &wants)?;
+    let creds = Credentials {
+        bearer: crate::token::bearer(req.headers()),
+    };
+    let who = match st.auth.authorize(&creds, &wants) {
+        Ok(p) => p,
+        Err(e) if e.code == ErrorCode::Unauthorized || e.code == ErrorCode::Denied => {
+            let message = e.message.clone();
+            return Err(ApiError::from(e.clone()).with_response(crate::token::challenge(
+                st,
+                req.headers(),
+                &wants,
+                Error::new(e.code, message),
+            )));
+        }
+
+        Err(e) => return Err(e.into()),
+    };
+    let audit_target = audit_target(&ep, &method);
+    let resp = serve(st, ep, req, q, method).await?;
+    if let (Some(accounts), Some((op, resource))) = (&st.accounts, audit_target) {
+        if resp.status().is_success() {
+            accounts.audit(&who.name, op, "artifact", &resource, true).await;
+        }
+    }
+    Ok(resp)
+}
+
+/// Registry writes that go into the audit log: (operation, resource).
+fn audit_target(ep: &Endpoint, method: &Method) -> Option<(&'static str, String)> {
+    match (ep, method) {
+        (Endpoint::Manifest { name, reference }, &Method::PUT) => Some(("create", format!("{name}:{reference}"))),
+        (Endpoint::Manifest { name, reference }, &Method::DELETE) => Some(("delete", format!("{name}:{reference}"))),
+        (Endpoint::Blob { name, digest }, &Method::DELETE) => Some(("delete", format!("{name}@{digest}"))),
+        _ => None,
+    }
+}
+
+async fn serve(
+    st: &AppState,
+    ep: Endpoint,
+    req: Request,
+    q: HashMap<String, String>,
+    method: Method,
+) -> Result<Response> {
     let reg = &st.registry;
     let unsupported = || -> Result<Response> {
         Err(Error::new(ErrorCode::Unsupported, format!("{method} is not supported here")).into())

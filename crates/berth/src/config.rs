@@ -19,7 +19,81 @@ pub struct Config {
     pub database: Database,
     pub storage: Storage,
     pub registry: Registry,
+    pub auth: Auth,
     pub log: Log,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// First password of `admin`, used only when the account is created.
+    /// Also BERTH_ADMIN_PASSWORD. Empty: berth generates one and prints it once.
+    pub admin_password: String,
+    /// A file holding the first admin password (also BERTH_ADMIN_PASSWORD_FILE).
+    pub admin_password_file: String,
+    /// Key that signs tokens, at least 32 bytes, the same on every replica.
+    /// Empty: generated once and kept in the database.
+    pub token_key: String,
+    /// A file holding the token key.
+    pub token_key_file: String,
+    /// The `service` named in token challenges.
+    pub token_service: String,
+    pub token_lifetime_secs: u64,
+    /// Clock difference tolerated between replicas, in seconds.
+    pub token_leeway_secs: u64,
+    /// Failed logins in a row before an account is refused for `lockout_secs`.
+    pub max_failed_logins: u32,
+    pub lockout_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            admin_password: String::new(),
+            admin_password_file: String::new(),
+            token_key: String::new(),
+            token_key_file: String::new(),
+            token_service: "berth".into(),
+            token_lifetime_secs: 1800,
+            token_leeway_secs: 60,
+            max_failed_logins: 5,
+            lockout_secs: 60,
+        }
+    }
+}
+
+impl Auth {
+    /// The configured first admin password, from the value or its file.
+    pub fn admin_password(&self) -> Result<Option<String>, ConfigError> {
+        secret_value("auth.admin_password", &self.admin_password, &self.admin_password_file)
+    }
+
+    pub fn token_key(&self) -> Result<Option<String>, ConfigError> {
+        let key = secret_value("auth.token_key", &self.token_key, &self.token_key_file)?;
+        if let Some(k) = &key {
+            if k.len() < 32 {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.token_key is {} bytes; it must be at least 32",
+                    k.len()
+                )));
+            }
+        }
+        Ok(key)
+    }
+}
+
+/// A secret given directly or as a file (whose trailing newline is dropped).
+fn secret_value(key: &str, value: &str, file: &str) -> Result<Option<String>, ConfigError> {
+    match (value.is_empty(), file.is_empty()) {
+        (true, true) => Ok(None),
+        (false, true) => Ok(Some(value.to_string())),
+        (true, false) => {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid(format!("{key}_file {file}: {e}")))?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+        }
+        (false, false) => Err(ConfigError::Invalid(format!("set {key} or {key}_file, not both"))),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -27,6 +101,9 @@ pub struct Config {
 pub struct Server {
     /// Address and port to listen on.
     pub listen: String,
+    /// URL clients use to reach berth (token realm, Location headers), when it
+    /// differs from what the Host header says.
+    pub public_url: String,
     /// Seconds that requests in flight may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -75,6 +152,7 @@ impl Default for Config {
             database: Database::default(),
             storage: Storage::default(),
             registry: Registry::default(),
+            auth: Auth::default(),
             log: Log::default(),
         }
     }
@@ -84,6 +162,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             listen: "127.0.0.1:5000".into(),
+            public_url: String::new(),
             shutdown_grace_secs: 30,
         }
     }
@@ -180,6 +259,11 @@ impl fmt::Display for ConfigError {
 
 /// Environment variables with a BERTH_ prefix that are not settings.
 const NON_SETTING_ENV: [&str; 1] = ["BERTH_CONFIG"];
+/// Short names for settings that operators know from elsewhere.
+const ENV_ALIASES: [(&str, &str); 2] = [
+    ("BERTH_ADMIN_PASSWORD", "auth.admin_password"),
+    ("BERTH_ADMIN_PASSWORD_FILE", "auth.admin_password_file"),
+];
 const TEST_ENV_PREFIX: &str = "BERTH_TEST_";
 
 /// Leaf keys of a table as dotted paths, with their values.
@@ -255,10 +339,14 @@ impl Loaded {
             }
         }
 
-        let by_env: BTreeMap<String, (String, toml::Value)> = default_leaves
+        let mut by_env: BTreeMap<String, (String, toml::Value)> = default_leaves
             .iter()
             .map(|(k, v)| (env_name(k), (k.clone(), v.clone())))
             .collect();
+        for (alias, key) in ENV_ALIASES {
+            let v = by_env[&env_name(key)].clone();
+            by_env.insert(alias.to_string(), v);
+        }
         let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("BERTH_")).collect();
         env.sort();
         for (name, raw) in env {
@@ -403,6 +491,7 @@ impl Loaded {
 fn value_text(key: &str, v: &toml::Value) -> String {
     match (key, v) {
         ("database.url", toml::Value::String(s)) => format!("{:?}", berth_db::redact(s)),
+        ("auth.admin_password" | "auth.token_key", toml::Value::String(s)) if !s.is_empty() => "\"***\"".into(),
         _ => v.to_string(),
     }
 }

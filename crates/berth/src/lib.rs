@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_core::{AllowAll, Limits, Registry};
+use base64::Engine;
+use berth_core::auth::{random_secret, AuthService, AuthSettings};
+use berth_core::{Limits, Registry};
+
 use berth_db::Db;
 use berth_http::AppState;
 use berth_storage::FsStore;
@@ -22,6 +25,7 @@ use crate::config::Loaded;
 /// A registry built from configuration, ready to serve.
 pub struct App {
     pub registry: Arc<Registry>,
+    pub accounts: Arc<AuthService>,
     pub router: axum::Router,
 }
 
@@ -40,12 +44,74 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         max_manifest_bytes: cfg.config.registry.max_manifest_bytes as usize,
         ..Limits::default()
     };
-    let registry = Arc::new(Registry::new(db, Arc::new(store), limits));
+    let registry = Arc::new(Registry::new(db.clone(), Arc::new(store), limits));
+    let accounts = Arc::new(accounts(cfg, &db).await?);
     let router = berth_http::router(AppState {
         registry: registry.clone(),
-        auth: Arc::new(AllowAll),
+        auth: accounts.clone(),
+        accounts: Some(accounts.clone()),
+        public_url: Some(cfg.config.server.public_url.clone()).filter(|u| !u.is_empty()),
     });
-    Ok(App { registry, router })
+    Ok(App {
+        registry,
+        accounts,
+        router,
+    })
+}
+
+/// Accounts and tokens: the signing key, the first admin, the `library` project.
+async fn accounts(cfg: &Loaded, db: &Db) -> anyhow::Result<AuthService> {
+    let a = &cfg.config.auth;
+    let key = match a.token_key()? {
+        Some(k) => k.into_bytes(),
+        None => {
+            // Generated once; every replica on this database reads the same key.
+            let stored = db.setting_or_insert("token_key", &random_secret(32)).await?;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(stored)
+                .context("the stored token key is not base64")?
+        }
+    };
+    let settings = AuthSettings {
+        service: a.token_service.clone(),
+        token_lifetime: Duration::from_secs(a.token_lifetime_secs),
+        leeway: Duration::from_secs(a.token_leeway_secs),
+        max_failed_logins: a.max_failed_logins,
+        lockout: Duration::from_secs(a.lockout_secs),
+    };
+    let service = AuthService::new(db.clone(), key, settings);
+    let configured = a.admin_password()?;
+    if let Some(generated) = service
+        .ensure_admin(configured.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        let file = cfg.data_dir().join("admin-password");
+        write_private(&file, &generated)?;
+        eprintln!(
+            "\n  berth created the account `admin` with the password\n\n      {generated}\n\n  \
+             It is shown once; it is also in {} (readable by this user only).\n  \
+             Change it after signing in, or set BERTH_ADMIN_PASSWORD before the first start.\n",
+            file.display()
+        );
+    }
+    service.ensure_library().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(service)
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(format!("{text}\n").as_bytes())?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Removes expired uploads now and then, until the process ends.

@@ -8,8 +8,31 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn skopeo(args: &[&str]) -> String {
-    run(Command::new("skopeo").args(args))
+/// skopeo with the credentials that [`skopeo_login`] stored in `auth`.
+fn skopeo(auth: &std::path::Path, args: &[&str]) -> String {
+    run(Command::new("skopeo").args(args).env("REGISTRY_AUTH_FILE", auth))
+}
+
+/// `skopeo login` into a private auth file, which later commands use through
+/// REGISTRY_AUTH_FILE. A wrong password is refused first.
+fn skopeo_login(reg: &str, authfile: &std::path::Path) {
+    let bad = Command::new("skopeo")
+        .args([
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "admin",
+            "-p",
+            "wrong-Passw0rd",
+            reg,
+        ])
+        .env("REGISTRY_AUTH_FILE", authfile)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "a wrong password must not log in");
+    run(Command::new("skopeo")
+        .args(["login", "--tls-verify=false", "-u", "admin", "-p", ADMIN_PASSWORD, reg])
+        .env("REGISTRY_AUTH_FILE", authfile));
 }
 
 fn index_digest(layout: &std::path::Path, tag: &str) -> String {
@@ -35,30 +58,41 @@ fn skopeo_copies_in_and_out_with_identical_digests() {
     let v1 = make_image(&src, 3);
     let b = Berth::start(&tmp.path().join("data"));
     let reg = b.addr.clone();
+    let auth = tmp.path().join("auth.json");
+    skopeo_login(&reg, &auth);
 
     // One image, and a multi-platform index with --all.
     let src_ref = format!("oci:{}:v1", src.display());
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &src_ref,
-        &format!("docker://{reg}/library/app:v1"),
-    ]);
+    skopeo(
+        &auth,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &src_ref,
+            &format!("docker://{reg}/library/app:v1"),
+        ],
+    );
     let multi_ref = format!("oci:{}:multi", src.display());
-    skopeo(&[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        &multi_ref,
-        &format!("docker://{reg}/team/tools/multi:latest"),
-    ]);
+    skopeo(
+        &auth,
+        &[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &multi_ref,
+            &format!("docker://{reg}/library/tools/multi:latest"),
+        ],
+    );
 
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{reg}/library/app:v1"),
-    ]);
+    let raw = skopeo(
+        &auth,
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reg}/library/app:v1"),
+        ],
+    );
     assert_eq!(
         format!("sha256:{}", sha256_hex(raw.as_bytes())),
         v1,
@@ -67,21 +101,27 @@ fn skopeo_copies_in_and_out_with_identical_digests() {
 
     // And out again, into fresh layouts.
     let out = tmp.path().join("out");
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{reg}/library/app:v1"),
-        &format!("oci:{}:v1", out.display()),
-    ]);
+    skopeo(
+        &auth,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{reg}/library/app:v1"),
+            &format!("oci:{}:v1", out.display()),
+        ],
+    );
     assert_eq!(index_digest(&out, "v1"), v1);
     let out_multi = tmp.path().join("out-multi");
-    skopeo(&[
-        "copy",
-        "--all",
-        "--src-tls-verify=false",
-        &format!("docker://{reg}/team/tools/multi:latest"),
-        &format!("oci:{}:multi", out_multi.display()),
-    ]);
+    skopeo(
+        &auth,
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{reg}/library/tools/multi:latest"),
+            &format!("oci:{}:multi", out_multi.display()),
+        ],
+    );
     assert_eq!(index_digest(&out_multi, "multi"), index_digest(&src, "multi"));
     // Every blob that came back is byte-identical to the one that went in.
     for entry in std::fs::read_dir(out.join("blobs/sha256")).unwrap() {
@@ -94,19 +134,25 @@ fn skopeo_copies_in_and_out_with_identical_digests() {
         );
     }
 
-    let tags: Value = serde_json::from_str(&skopeo(&[
-        "list-tags",
-        "--tls-verify=false",
-        &format!("docker://{reg}/library/app"),
-    ]))
+    let tags: Value = serde_json::from_str(&skopeo(
+        &auth,
+        &[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{reg}/library/app"),
+        ],
+    ))
     .unwrap();
     assert_eq!(tags["Tags"], serde_json::json!(["v1"]));
     // Delete through skopeo, then the tag is gone.
-    skopeo(&[
-        "delete",
-        "--tls-verify=false",
-        &format!("docker://{reg}/library/app:v1"),
-    ]);
+    skopeo(
+        &auth,
+        &[
+            "delete",
+            "--tls-verify=false",
+            &format!("docker://{reg}/library/app:v1"),
+        ],
+    );
     let st = Command::new("skopeo")
         .args([
             "inspect",
@@ -145,8 +191,11 @@ fn podman_pushes_and_pulls() {
     let root = tmp.path().join("podman-root");
     // The runroot path must stay under 50 characters.
     let runroot = tmp.path().join("run");
+    let authfile = tmp.path().join("auth.json");
+    std::fs::write(&authfile, "{}").unwrap();
     let podman = || {
         let mut c = Command::new("podman");
+        c.env("REGISTRY_AUTH_FILE", &authfile);
         c.arg("--root").arg(&root).arg("--runroot").arg(&runroot).args([
             "--storage-driver",
             "vfs",
@@ -162,6 +211,16 @@ fn podman_pushes_and_pulls() {
         .to_string();
     let digestfile = tmp.path().join("digest");
     let target = format!("{reg}/library/podman-test:v1");
+    // Anonymous pushes are refused; after `podman login` they go through.
+    let refused = podman()
+        .args(["push", "--tls-verify=false", &image, &format!("docker://{target}")])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "an anonymous push must be refused");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("denied") || why.contains("unauthorized"), "{why}");
+
+    run(podman().args(["login", "--tls-verify=false", "-u", "admin", "-p", ADMIN_PASSWORD, &reg]));
     run(podman()
         .args(["push", "--tls-verify=false", "--digestfile"])
         .arg(&digestfile)
@@ -183,6 +242,7 @@ os.chdir(workdir)
 with open("signature.txt", "w") as f:
     f.write("signed by berth tests\n")
 c = oras.client.OrasClient(hostname=reg, insecure=True)
+c.login(username="admin", password=sys.argv[5])
 subject = oras.oci.Subject(mediaType="application/vnd.oci.image.manifest.v1+json", digest=subject_digest, size=subject_size)
 r = c.push(target=f"{reg}/library/app:sig", files=["signature.txt:application/vnd.example.signature"],
            subject=subject, manifest_annotations={"org.example.kind": "signature"}, do_chunked=True, chunk_size=7, quiet=True)
@@ -202,12 +262,17 @@ fn oras_pushes_an_artifact_with_a_subject_found_through_referrers() {
     let v1 = make_image(&src, 1);
     let b = Berth::start(&tmp.path().join("data"));
     let reg = b.addr.clone();
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", src.display()),
-        &format!("docker://{reg}/library/app:v1"),
-    ]);
+    let auth = tmp.path().join("auth.json");
+    skopeo_login(&reg, &auth);
+    skopeo(
+        &auth,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{reg}/library/app:v1"),
+        ],
+    );
     let size = std::fs::metadata(src.join("blobs/sha256").join(v1.trim_start_matches("sha256:")))
         .unwrap()
         .len();
@@ -216,7 +281,8 @@ fn oras_pushes_an_artifact_with_a_subject_found_through_referrers() {
     std::fs::create_dir_all(&work).unwrap();
     let out = run(Command::new("python3")
         .args(["-c", ORAS_SCRIPT, &reg, &v1, &size.to_string()])
-        .arg(&work));
+        .arg(&work)
+        .arg(ADMIN_PASSWORD));
     let artifact = out.trim().to_string();
     assert!(artifact.starts_with("sha256:"), "oras printed {out:?}");
     assert_eq!(
@@ -227,7 +293,7 @@ fn oras_pushes_an_artifact_with_a_subject_found_through_referrers() {
     // Discovery through the referrers API, plain and filtered.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = client_with_token(&admin_token(&b.url(), &["repository:library/app:pull"]).await);
         let r = c
             .get(format!("{}/v2/library/app/referrers/{v1}", b.url()))
             .send()
@@ -296,15 +362,16 @@ fn buildah_builds_from_scratch_and_pushes() {
     run(buildah().args(["commit", "-q", &container, "localhost/built:v1"]));
     let digestfile = tmp.path().join("digest");
     run(buildah()
-        .args(["push", "--tls-verify=false", "--digestfile"])
+        .args(["push", "--tls-verify=false", "--creds", &admin_creds(), "--digestfile"])
         .arg(&digestfile)
         .args(["localhost/built:v1", &format!("docker://{reg}/library/built:v1")]));
     let pushed = std::fs::read_to_string(&digestfile).unwrap().trim().to_string();
-    let raw = skopeo(&[
+    // library is public: anyone may pull, without logging in.
+    let raw = run(Command::new("skopeo").args([
         "inspect",
         "--raw",
         "--tls-verify=false",
         &format!("docker://{reg}/library/built:v1"),
-    ]);
+    ]));
     assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), pushed);
 }

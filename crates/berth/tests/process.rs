@@ -274,10 +274,17 @@ fn kill_9_during_pushes_leaves_nothing_corrupt_or_half_visible() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let mut acknowledged: Vec<(String, String, String)> = Vec::new();
-    let client = reqwest::Client::new();
+    const SCOPES: [&str; 5] = [
+        "repository:library/crash-w0:pull,push",
+        "repository:library/crash-w1:pull,push",
+        "repository:library/crash-w2:pull,push",
+        "repository:library/crash-w3:pull,push",
+        "registry:catalog:*",
+    ];
     for round in 0..6 {
         let mut b = Berth::start(&data);
         let base = b.url();
+        let client = rt.block_on(async { client_with_token(&admin_token(&base, &SCOPES).await) });
         // Everything acknowledged in earlier rounds is still there, exactly.
         rt.block_on(async {
             for (repo, tag, digest) in &acknowledged {
@@ -308,7 +315,7 @@ fn kill_9_during_pushes_leaves_nothing_corrupt_or_half_visible() {
                                 rng.bytes(n)
                             })
                             .collect();
-                        let repo = format!("crash/w{w}");
+                        let repo = format!("library/crash-w{w}");
                         let tag = format!("r{round}-{i}");
                         match push(&client, &base, &repo, &tag, &layers).await {
                             Ok(d) => acks.push((repo, tag, d)),
@@ -333,6 +340,7 @@ fn kill_9_during_pushes_leaves_nothing_corrupt_or_half_visible() {
         acknowledged.extend(acks);
     }
     let b = Berth::start(&data);
+    let client = rt.block_on(async { client_with_token(&admin_token(&b.url(), &SCOPES).await) });
     let checked = rt.block_on(verify_everything(&client, &b.url()));
     assert!(
         checked >= acknowledged.len(),
@@ -353,7 +361,9 @@ fn sigterm_lets_a_request_in_flight_finish() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let data: Vec<u8> = Rng(7).bytes(8 << 20);
     let digest = format!("sha256:{}", sha256_hex(&data));
+    let token = rt.block_on(admin_token(&base, &["repository:library/slow:pull,push"]));
     let upload = rt.spawn({
+        let token = token.clone();
         let base = base.clone();
         let data = data.clone();
         let digest = digest.clone();
@@ -361,8 +371,8 @@ fn sigterm_lets_a_request_in_flight_finish() {
             // A slow client: 8 MiB in 64 KiB pieces over about 1.5 seconds.
             let chunks: Vec<Vec<u8>> = data.chunks(64 << 10).map(<[u8]>::to_vec).collect();
             let stream = futures_like(chunks, Duration::from_millis(12));
-            reqwest::Client::new()
-                .post(format!("{base}/v2/slow/blobs/uploads/?digest={digest}"))
+            client_with_token(&token)
+                .post(format!("{base}/v2/library/slow/blobs/uploads/?digest={digest}"))
                 .body(reqwest::Body::wrap_stream(stream))
                 .send()
                 .await
@@ -382,8 +392,8 @@ fn sigterm_lets_a_request_in_flight_finish() {
     // After a restart the blob is there.
     let b2 = Berth::start(&tmp.path().join("data"));
     rt.block_on(async {
-        let r = reqwest::Client::new()
-            .head(format!("{}/v2/slow/blobs/{digest}", b2.url()))
+        let r = client_with_token(&token)
+            .head(format!("{}/v2/library/slow/blobs/{digest}", b2.url()))
             .send()
             .await
             .unwrap();
@@ -421,19 +431,20 @@ fn a_2_gib_blob_streams_in_constant_memory() {
     let digest = format!("sha256:{}", hex::encode(sha2::Digest::finalize(h)));
     let before = b.peak_rss_kib();
     rt.block_on(async {
+        let client = client_with_token(&admin_token(&base, &["repository:library/big:pull,push"]).await);
         let p = bytes::Bytes::from(piece.clone());
         let stream =
             futures_util::stream::iter((0..SIZE / PIECE as u64).map(move |_| Ok::<_, std::io::Error>(p.clone())));
-        let r = reqwest::Client::new()
-            .post(format!("{base}/v2/big/blobs/uploads/?digest={digest}"))
+        let r = client
+            .post(format!("{base}/v2/library/big/blobs/uploads/?digest={digest}"))
             .header("content-length", SIZE)
             .body(reqwest::Body::wrap_stream(stream))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        let mut r = reqwest::Client::new()
-            .get(format!("{base}/v2/big/blobs/{digest}"))
+        let mut r = client
+            .get(format!("{base}/v2/library/big/blobs/{digest}"))
             .send()
             .await
             .unwrap();

@@ -34,7 +34,10 @@ impl TestRegistry {
         let app = berth_http::router(AppState {
             registry: registry.clone(),
             auth: Arc::new(AllowAll),
+            accounts: None,
+            public_url: None,
         });
+
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

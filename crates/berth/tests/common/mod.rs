@@ -9,6 +9,40 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+/// The first admin password every test server starts with.
+pub const ADMIN_PASSWORD: &str = "Berth-Test-Passw0rd";
+
+/// `user:password` for skopeo's and podman's `--creds`.
+pub fn admin_creds() -> String {
+    format!("admin:{ADMIN_PASSWORD}")
+}
+
+/// A bearer token for `scopes` (`repository:library/x:pull,push`), as admin.
+pub async fn admin_token(base: &str, scopes: &[&str]) -> String {
+    let mut url = format!("{base}/service/token?service=berth");
+    for s in scopes {
+        url.push_str(&format!("&scope={s}"));
+    }
+    let r = reqwest::Client::new()
+        .get(url)
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "token request");
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// A client that sends `Authorization: Bearer <token>` on every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder().default_headers(h).build().unwrap()
+}
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -91,6 +125,7 @@ impl Berth {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
+            .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(logfile);
