@@ -173,7 +173,7 @@ impl Registry {
         let users = self.db.blob_referrers(id, &d).await?;
         if let Some(first) = users.first() {
             return Err(Error::new(
-                ErrorCode::Denied,
+                ErrorCode::InUse,
                 format!("blob {d} is used by manifest {first}; delete the manifest first"),
             ));
         }
@@ -599,7 +599,7 @@ impl Registry {
                 let parents = self.db.manifest_parents(repo_id, &d).await?;
                 if let Some(p) = parents.first() {
                     return Err(Error::new(
-                        ErrorCode::Denied,
+                        ErrorCode::InUse,
                         format!("manifest {d} is part of index {p}; delete the index first"),
                     ));
                 }

@@ -21,7 +21,7 @@ mod accounts;
 mod registry;
 
 pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, UserRow};
-pub use registry::{ManifestRecord, ManifestReference, ManifestRow, UploadRow};
+pub use registry::{ManifestRecord, ManifestReference, ManifestRow, RepositoryRow, TagRow, UploadRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

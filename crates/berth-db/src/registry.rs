@@ -375,3 +375,142 @@ impl Db {
         rows.iter().map(manifest_row).collect()
     }
 }
+
+/// A repository with how many artifacts (manifests) it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RepositoryRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub artifact_count: i64,
+    pub updated_at: i64,
+}
+
+/// A tag and when it was last pointed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TagRow {
+    pub name: String,
+    pub digest: String,
+    pub updated_at: i64,
+}
+
+impl Db {
+    /// Repositories holding at least one manifest whose name starts with
+    /// `prefix` and contains `filter`, by name, one page, and the total.
+    pub async fn list_repositories(
+        &self,
+        prefix: &str,
+        filter: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<RepositoryRow>, i64)> {
+        let esc = |s: &str| s.replace('!', "!!").replace('%', "!%").replace('_', "!_");
+        let pattern = format!("{}%", esc(prefix));
+        let contains = format!("%{}%", esc(filter.unwrap_or("")));
+        let total: i64 = sqlx::query(&self.q(
+            "SELECT COUNT(*) FROM repositories r WHERE r.name LIKE ? ESCAPE '!' AND r.name LIKE ? ESCAPE '!' \
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)",
+        ))
+        .bind(&pattern)
+        .bind(&contains)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        let rows = sqlx::query(&self.q("SELECT r.id, r.name, r.created_at, \
+             (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id) AS artifact_count, \
+             (SELECT MAX(m.pushed_at) FROM manifests m WHERE m.repository_id = r.id) AS updated_at \
+             FROM repositories r WHERE r.name LIKE ? ESCAPE '!' AND r.name LIKE ? ESCAPE '!' \
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) ORDER BY r.name LIMIT ? OFFSET ?"))
+        .bind(&pattern)
+        .bind(&contains)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let list = rows
+            .iter()
+            .map(|r| {
+                Ok(RepositoryRow {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    artifact_count: r.try_get(3)?,
+                    updated_at: r.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((list, total))
+    }
+
+    /// Manifests of a repository, newest first, one page, and the total.
+    pub async fn list_manifests(&self, repo: i64, offset: i64, limit: i64) -> Result<(Vec<ManifestRow>, i64)> {
+        let total: i64 = sqlx::query(&self.q("SELECT COUNT(*) FROM manifests WHERE repository_id = ?"))
+            .bind(repo)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let sql = format!(
+            "SELECT {MANIFEST_COLS} FROM manifests WHERE repository_id = ? ORDER BY pushed_at DESC, digest LIMIT ? OFFSET ?"
+        );
+        let rows = sqlx::query(&self.q(&sql))
+            .bind(repo)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((rows.iter().map(manifest_row).collect::<Result<_>>()?, total))
+    }
+
+    /// Tags pointing at one manifest.
+    pub async fn manifest_tags(&self, repo: i64, digest: &str) -> Result<Vec<TagRow>> {
+        let rows = sqlx::query(&self.q(
+            "SELECT name, manifest_digest, updated_at FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name",
+        ))
+        .bind(repo)
+        .bind(digest)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagRow {
+                    name: r.try_get(0)?,
+                    digest: r.try_get(1)?,
+                    updated_at: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Points a tag at a manifest of the repository, creating or moving it.
+    pub async fn set_tag(&self, repo: i64, tag: &str, digest: &str) -> Result<()> {
+        let sql = self.dialect.upsert(
+            "tags",
+            "repository_id, name, manifest_digest, updated_at",
+            "repository_id, name",
+            &["manifest_digest", "updated_at"],
+        );
+        sqlx::query(&self.q(&sql))
+            .bind(repo)
+            .bind(tag)
+            .bind(digest)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes every manifest, tag and blob link of a repository.
+    pub async fn delete_repository_content(&self, repo: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for sql in [
+            "DELETE FROM tags WHERE repository_id = ?",
+            "DELETE FROM manifest_references WHERE repository_id = ?",
+            "DELETE FROM manifests WHERE repository_id = ?",
+            "DELETE FROM repository_blobs WHERE repository_id = ?",
+        ] {
+            sqlx::query(&self.q(sql)).bind(repo).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

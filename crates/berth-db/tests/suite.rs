@@ -232,3 +232,52 @@ async fn catalog_lists_repositories_with_manifests() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn repository_listing_artifacts_and_tags() {
+    each(async |db| {
+        for name in ["proj/a", "proj/b_c", "projx/a", "proj/empty"] {
+            let id = db.ensure_repository(name).await.unwrap();
+            if name != "proj/empty" {
+                db.put_manifest(
+                    id,
+                    &ManifestRecord {
+                        row: row(&digest(1), None, None),
+                        references: vec![],
+                        tag: Some("v1".into()),
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let (list, total) = db.list_repositories("proj/", None, 0, 10).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(
+            list.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["proj/a", "proj/b_c"]
+        );
+        assert_eq!((list[0].artifact_count, list[0].updated_at), (1, 1000));
+        // `_` in a filter is literal.
+        let (list, total) = db.list_repositories("proj/", Some("_"), 0, 10).await.unwrap();
+        assert_eq!((list.len(), total), (1, 1));
+        assert_eq!(
+            db.list_repositories("", None, 1, 1).await.unwrap().0[0].name,
+            "proj/b_c"
+        );
+
+        let repo = db.repository_id("proj/a").await.unwrap().unwrap();
+        db.set_tag(repo, "latest", &digest(1)).await.unwrap();
+        let tags = db.manifest_tags(repo, &digest(1)).await.unwrap();
+        assert_eq!(
+            tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["latest", "v1"]
+        );
+        let (ms, total) = db.list_manifests(repo, 0, 10).await.unwrap();
+        assert_eq!((ms.len(), total), (1, 1));
+        db.delete_repository_content(repo).await.unwrap();
+        assert_eq!(db.list_manifests(repo, 0, 10).await.unwrap().1, 0);
+        assert_eq!(db.list_repositories("proj/", None, 0, 10).await.unwrap().1, 1);
+    })
+    .await;
+}

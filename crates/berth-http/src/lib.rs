@@ -4,6 +4,7 @@
 //! This crate turns requests into [`Endpoint`]s, asks the one authorization
 //! point, calls [`berth_core::Registry`], and turns answers into responses.
 
+pub mod api;
 mod endpoint;
 mod response;
 mod token;
@@ -17,6 +18,7 @@ use berth_core::auth::AuthService;
 use berth_core::{Authorizer, Registry};
 
 pub use endpoint::Endpoint;
+pub use v2::V2_ROUTES;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -32,7 +34,7 @@ pub struct AppState {
 
 /// The whole application: `/v2/` and everything below it.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    api::router()
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))
         .route("/v2/{*rest}", any(v2::dispatch))

@@ -16,6 +16,27 @@ use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
+/// Every (method, endpoint) the registry API answers, for the authorization
+/// table test. Paths use `{name}`, `{reference}`, `{digest}` and `{id}`.
+pub const V2_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v2/"),
+    ("GET", "/v2/_catalog"),
+    ("GET", "/v2/{name}/tags/list"),
+    ("GET", "/v2/{name}/manifests/{reference}"),
+    ("HEAD", "/v2/{name}/manifests/{reference}"),
+    ("PUT", "/v2/{name}/manifests/{reference}"),
+    ("DELETE", "/v2/{name}/manifests/{reference}"),
+    ("GET", "/v2/{name}/blobs/{digest}"),
+    ("HEAD", "/v2/{name}/blobs/{digest}"),
+    ("DELETE", "/v2/{name}/blobs/{digest}"),
+    ("POST", "/v2/{name}/blobs/uploads/"),
+    ("GET", "/v2/{name}/blobs/uploads/{id}"),
+    ("PATCH", "/v2/{name}/blobs/uploads/{id}"),
+    ("PUT", "/v2/{name}/blobs/uploads/{id}"),
+    ("DELETE", "/v2/{name}/blobs/uploads/{id}"),
+    ("GET", "/v2/{name}/referrers/{digest}"),
+];
+
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }

@@ -548,7 +548,7 @@ async fn indexes_need_their_children() {
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     assert_eq!(r.text().await.unwrap(), body);
     // A child cannot be deleted while an index lists it.
-    assert_error(t.delete(&format!("/v2/multi/manifests/{child}")).await, 403, "DENIED").await;
+    assert_error(t.delete(&format!("/v2/multi/manifests/{child}")).await, 409, "DENIED").await;
     let index_digest = Digest::sha256_of(body.as_bytes());
     assert_eq!(
         t.delete(&format!("/v2/multi/manifests/{index_digest}")).await.status(),
@@ -577,7 +577,7 @@ async fn deletes() {
     assert_error(t.delete("/v2/del/manifests/one").await, 404, "MANIFEST_UNKNOWN").await;
     // A blob in use cannot be deleted.
     let layer = Digest::sha256_of(b"l1");
-    assert_error(t.delete(&format!("/v2/del/blobs/{layer}")).await, 403, "DENIED").await;
+    assert_error(t.delete(&format!("/v2/del/blobs/{layer}")).await, 409, "DENIED").await;
     // By digest: the manifest and every tag on it go.
     assert_eq!(t.delete(&format!("/v2/del/manifests/{d}")).await.status(), 202);
     assert_error(t.get("/v2/del/manifests/two").await, 404, "MANIFEST_UNKNOWN").await;

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     RangeInvalid,
     Unauthorized,
     Denied,
+    /// The request conflicts with what is stored: a blob or manifest still in use (409).
+    InUse,
     Unsupported,
     TooManyRequests,
     /// `n` of a paged listing is not a number.
@@ -50,6 +52,8 @@ impl ErrorCode {
             RangeInvalid => ("BLOB_UPLOAD_INVALID", 416, "requested range is not satisfiable"),
             Unauthorized => ("UNAUTHORIZED", 401, "authentication required"),
             Denied => ("DENIED", 403, "requested access to the resource is denied"),
+            InUse => ("DENIED", 409, "the content is still in use"),
+
             Unsupported => ("UNSUPPORTED", 405, "the operation is unsupported"),
             TooManyRequests => ("TOOMANYREQUESTS", 429, "too many requests"),
             PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),

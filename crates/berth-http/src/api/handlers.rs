@@ -1,0 +1,1441 @@
+//! Handlers of `/api/v2.0`, in the order of [`super::routes`].
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_core::auth::{
+    hash_password, hash_secret, password_policy, project_perms, random_secret, rfc3339, verify_password, Perm,
+    RobotPermission, Role, Subject,
+};
+use berth_db::{AuditFilter, ManifestRow, ProjectRow, RobotRow, UserRow};
+use berth_oci::{Reference, RepoName};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{project_with, routes, ApiErr, ApiResult, Caller, Paging, PREFIX};
+use crate::AppState;
+
+type Q = Query<HashMap<String, String>>;
+
+fn time(ms: i64) -> String {
+    rfc3339(ms / 1000)
+}
+
+fn ok_json(v: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn created(location: String) -> Response {
+    (StatusCode::CREATED, [(header::LOCATION, location)]).into_response()
+}
+
+fn ok() -> Response {
+    StatusCode::OK.into_response()
+}
+
+async fn audit(st: &AppState, who: &Subject, op: &str, kind: &str, resource: &str) {
+    if let Some(a) = &st.accounts {
+        a.audit(who.name(), op, kind, resource, true).await;
+    }
+}
+
+// ---- system ----
+
+pub async fn health(State(st): State<AppState>) -> Response {
+    let db_ok = st.registry.db().repository_id("").await.is_ok();
+    let status = |ok: bool| if ok { "healthy" } else { "unhealthy" };
+    let body = json!({
+        "status": status(db_ok),
+        "components": [
+            {"name": "core", "status": "healthy"},
+            {"name": "database", "status": status(db_ok)},
+            {"name": "registry", "status": "healthy"},
+        ]
+    });
+    ok_json(body)
+}
+
+pub async fn ping() -> &'static str {
+    "Pong"
+}
+
+pub async fn systeminfo(State(st): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let creation = project_creation(&st).await?;
+    let base = crate::token::external_base(&st, &headers);
+    Ok(ok_json(json!({
+        "auth_mode": "db_auth",
+        "berth_version": env!("CARGO_PKG_VERSION"),
+        "harbor_version": format!("berth-{}", env!("CARGO_PKG_VERSION")),
+        "external_url": base,
+        "registry_url": base.trim_start_matches("http://").trim_start_matches("https://"),
+        "project_creation_restriction": creation,
+        "self_registration": false,
+        "has_ca_root": false,
+        "read_only": false,
+        "with_chartmuseum": false,
+        "notification_enable": false,
+    })))
+}
+
+async fn project_creation(st: &AppState) -> ApiResult<String> {
+    Ok(st
+        .registry
+        .db()
+        .setting("project_creation_restriction")
+        .await?
+        .unwrap_or_else(|| "everyone".into()))
+}
+
+// ---- users ----
+
+fn user_json(u: &UserRow) -> Value {
+    json!({
+        "user_id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "realname": u.realname,
+        "comment": u.comment,
+        "sysadmin_flag": u.sysadmin,
+        "admin_role_in_auth": false,
+        "creation_time": time(u.created_at),
+        "update_time": time(u.updated_at),
+    })
+}
+
+pub async fn current_user(State(st): State<AppState>, Caller(who): Caller) -> ApiResult {
+    match &who {
+        Subject::User { id, .. } => {
+            let u = st
+                .registry
+                .db()
+                .user_by_id(*id)
+                .await?
+                .ok_or_else(|| ApiErr::not_found("user gone"))?;
+            Ok(ok_json(user_json(&u)))
+        }
+        Subject::Robot { id, name, .. } => Ok(ok_json(
+            json!({"user_id": id, "username": name, "sysadmin_flag": false}),
+        )),
+        Subject::Anonymous => Err(ApiErr::refused(&who)),
+    }
+}
+
+fn require_admin(who: &Subject) -> ApiResult<()> {
+    if who.is_sysadmin() {
+        Ok(())
+    } else {
+        Err(ApiErr::refused(who))
+    }
+}
+
+/// Harbor's `q` filter: `key=value,key2=~fuzzy`. Returns the plain value of `key`.
+fn q_value<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    let raw = q.get("q")?;
+    raw.split(',').find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_start_matches('~'))
+    })
+}
+
+pub async fn list_users(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    require_admin(&who)?;
+    let p = Paging::from(&q)?;
+    let name = q_value(&q, "username").or(q.get("username").map(String::as_str));
+    let (users, total) = st.registry.db().list_users(name, p.offset(), p.size).await?;
+    Ok(p.respond(
+        &format!("{PREFIX}/users"),
+        &q,
+        users.iter().map(user_json).collect(),
+        total,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    username: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    realname: String,
+    password: String,
+    #[serde(default)]
+    comment: String,
+}
+
+fn valid_username(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 255
+        && !u.starts_with("robot$")
+        && !u
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || ",~#$%:".contains(c))
+}
+
+pub async fn create_user(State(st): State<AppState>, Caller(who): Caller, Json(b): Json<NewUser>) -> ApiResult {
+    require_admin(&who)?;
+    if !valid_username(&b.username) {
+        return Err(ApiErr::bad(
+            "username must be 1 to 255 characters without spaces or any of ,~#$%:",
+        ));
+    }
+    password_policy(&b.password).map_err(ApiErr::bad)?;
+    let db = st.registry.db();
+    if db.user_by_name(&b.username).await?.is_some() {
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            format!("user {} already exists", b.username),
+        ));
+    }
+    let id = db
+        .create_user(&UserRow {
+            id: 0,
+            username: b.username.clone(),
+            email: b.email,
+            realname: b.realname,
+            comment: b.comment,
+            password_hash: hash_password(&b.password),
+            sysadmin: false,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await?;
+    audit(&st, &who, "create", "user", &b.username).await;
+    Ok(created(format!("{PREFIX}/users/{id}")))
+}
+
+fn self_or_admin(who: &Subject, id: i64) -> ApiResult<()> {
+    if who.is_sysadmin() || who.user_id() == Some(id) {
+        Ok(())
+    } else {
+        Err(ApiErr::refused(who))
+    }
+}
+
+async fn user(st: &AppState, id: i64) -> ApiResult<UserRow> {
+    st.registry
+        .db()
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiErr::not_found(format!("user {id} not found")))
+}
+
+pub async fn get_user(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    self_or_admin(&who, id)?;
+    Ok(ok_json(user_json(&user(&st, id).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct Profile {
+    email: Option<String>,
+    realname: Option<String>,
+    comment: Option<String>,
+}
+
+pub async fn update_user(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    Json(b): Json<Profile>,
+) -> ApiResult {
+    self_or_admin(&who, id)?;
+    let u = user(&st, id).await?;
+    st.registry
+        .db()
+        .update_user_profile(
+            id,
+            b.email.as_deref().unwrap_or(&u.email),
+            b.realname.as_deref().unwrap_or(&u.realname),
+            b.comment.as_deref().unwrap_or(&u.comment),
+        )
+        .await?;
+    Ok(ok())
+}
+
+pub async fn delete_user(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    require_admin(&who)?;
+    if who.user_id() == Some(id) {
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "administrators cannot delete themselves",
+        ));
+    }
+    let u = user(&st, id).await?;
+    st.registry.db().delete_user(id).await?;
+    audit(&st, &who, "delete", "user", &u.username).await;
+    Ok(ok())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    #[serde(default)]
+    old_password: String,
+    new_password: String,
+}
+
+pub async fn change_password(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    Json(b): Json<PasswordChange>,
+) -> ApiResult {
+    self_or_admin(&who, id)?;
+    let u = user(&st, id).await?;
+    // People changing their own password prove they know the old one;
+    // administrators resetting someone else's do not need to.
+    if who.user_id() == Some(id) && !verify_password(&b.old_password, &u.password_hash) {
+        return Err(ApiErr::new(StatusCode::FORBIDDEN, "the old password is wrong"));
+    }
+    password_policy(&b.new_password).map_err(ApiErr::bad)?;
+    st.registry
+        .db()
+        .set_password_hash(id, &hash_password(&b.new_password))
+        .await?;
+    audit(&st, &who, "update", "user", &format!("{}/password", u.username)).await;
+    Ok(ok())
+}
+
+#[derive(Deserialize)]
+pub struct SysadminFlag {
+    sysadmin_flag: bool,
+}
+
+pub async fn set_sysadmin(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    Json(b): Json<SysadminFlag>,
+) -> ApiResult {
+    require_admin(&who)?;
+    let u = user(&st, id).await?;
+    st.registry.db().set_sysadmin(id, b.sysadmin_flag).await?;
+    audit(
+        &st,
+        &who,
+        "update",
+        "user",
+        &format!("{}/sysadmin={}", u.username, b.sysadmin_flag),
+    )
+    .await;
+    Ok(ok())
+}
+
+// ---- projects ----
+
+async fn project_json(st: &AppState, who: &Subject, p: &ProjectRow) -> ApiResult<Value> {
+    let db = st.registry.db();
+    let owner = db.user_by_id(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
+    let role = match who.user_id() {
+        Some(uid) => db.member_role(p.id, uid).await?,
+        None => None,
+    };
+    Ok(json!({
+        "project_id": p.id,
+        "name": p.name,
+        "owner_id": p.owner_id,
+        "owner_name": owner,
+        "creation_time": time(p.created_at),
+        "update_time": time(p.updated_at),
+        "deleted": false,
+        "togglable": true,
+        "current_user_role_id": role.unwrap_or(0),
+        "current_user_role_ids": role.map(|r| vec![r]).unwrap_or_default(),
+        "repo_count": db.project_repository_count(&p.name).await?,
+        "metadata": {"public": p.public.to_string()},
+    }))
+}
+
+pub async fn list_projects(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    let p = Paging::from(&q)?;
+    let name = q.get("name").map(String::as_str).or_else(|| q_value(&q, "name"));
+    let public = match q.get("public").map(String::as_str) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiErr::bad("public is true or false")),
+        None => None,
+    };
+    let member = match &who {
+        _ if who.is_sysadmin() => None,
+        Subject::User { id, .. } => Some(*id),
+        // Anonymous callers and robots see public projects (robots also their own, below).
+        _ => Some(-1),
+    };
+    let (mut rows, mut total) = st
+        .registry
+        .db()
+        .list_projects(name, public, member, p.offset(), p.size)
+        .await?;
+    if let Subject::Robot {
+        project_id: Some(pid), ..
+    } = &who
+    {
+        if !rows.iter().any(|r| r.id == *pid) {
+            if let Some(own) = st.registry.db().project_by_id(*pid).await? {
+                if name.is_none_or(|n| own.name.contains(n)) && public.is_none_or(|pb| pb == own.public) {
+                    rows.push(own);
+                    total += 1;
+                }
+            }
+        }
+    }
+    let mut items = Vec::with_capacity(rows.len());
+    for r in &rows {
+        items.push(project_json(&st, &who, r).await?);
+    }
+    Ok(p.respond(&format!("{PREFIX}/projects"), &q, items, total))
+}
+
+pub async fn head_project(State(st): State<AppState>, Query(q): Q) -> ApiResult {
+    let name = q
+        .get("project_name")
+        .ok_or_else(|| ApiErr::bad("project_name is required"))?;
+    match st.registry.db().project_by_name(name).await? {
+        Some(_) => Ok(ok()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ProjectReq {
+    project_name: Option<String>,
+    public: Option<bool>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+    #[allow(dead_code)]
+    storage_limit: Option<i64>,
+}
+
+impl ProjectReq {
+    fn public(&self) -> ApiResult<Option<bool>> {
+        match self.metadata.get("public").map(String::as_str) {
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(v) => Err(ApiErr::bad(format!(
+                "metadata.public is \"true\" or \"false\", not {v:?}"
+            ))),
+            None => Ok(self.public),
+        }
+    }
+}
+
+pub async fn create_project(State(st): State<AppState>, Caller(who): Caller, Json(b): Json<ProjectReq>) -> ApiResult {
+    let Some(owner) = who.user_id() else {
+        return Err(ApiErr::refused(&who));
+    };
+    if project_creation(&st).await? == "adminonly" && !who.is_sysadmin() {
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "only administrators may create projects",
+        ));
+    }
+    let name = b
+        .project_name
+        .clone()
+        .ok_or_else(|| ApiErr::bad("project_name is required"))?;
+    // A project name is a repository's first path component.
+    if name.contains('/') || name.parse::<RepoName>().is_err() || name.len() > 255 {
+        return Err(ApiErr::bad(format!(
+            "project name {name:?} is invalid: lowercase letters, digits and . _ - separators, starting and ending with a letter or digit"
+        )));
+    }
+    let public = b.public()?.unwrap_or(false);
+    match st
+        .registry
+        .db()
+        .create_project(&name, public, owner, Role::ProjectAdmin.id())
+        .await?
+    {
+        Some(id) => {
+            audit(&st, &who, "create", "project", &name).await;
+            Ok(created(format!("{PREFIX}/projects/{id}")))
+        }
+        None => Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            format!("project {name} already exists"),
+        )),
+    }
+}
+
+pub async fn get_project(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ReadProject).await?;
+    Ok(ok_json(project_json(&st, &who, &project).await?))
+}
+
+pub async fn update_project(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    Json(b): Json<ProjectReq>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
+    if let Some(public) = b.public()? {
+        st.registry.db().set_project_public(project.id, public).await?;
+        audit(
+            &st,
+            &who,
+            "update",
+            "project",
+            &format!("{}/public={public}", project.name),
+        )
+        .await;
+    }
+    Ok(ok())
+}
+
+pub async fn delete_project(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::DeleteProject).await?;
+    let repos = st.registry.db().project_repository_count(&project.name).await?;
+    if repos > 0 {
+        return Err(ApiErr::new(
+            StatusCode::PRECONDITION_FAILED,
+            format!(
+                "project {} still holds {repos} repositories; delete them first",
+                project.name
+            ),
+        ));
+    }
+    st.registry.db().delete_project(project.id).await?;
+    audit(&st, &who, "delete", "project", &project.name).await;
+    Ok(ok())
+}
+
+pub async fn project_summary(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ReadProject).await?;
+    let db = st.registry.db();
+    let members = db.members(project.id).await?;
+    let count = |r: Role| members.iter().filter(|m| m.role == r.id()).count();
+    Ok(ok_json(json!({
+        "repo_count": db.project_repository_count(&project.name).await?,
+        "project_admin_count": count(Role::ProjectAdmin),
+        "maintainer_count": count(Role::Maintainer),
+        "developer_count": count(Role::Developer),
+        "guest_count": count(Role::Guest),
+        "limited_guest_count": count(Role::LimitedGuest),
+    })))
+}
+
+pub async fn get_metadatas(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ReadProject).await?;
+    Ok(ok_json(json!({"public": project.public.to_string()})))
+}
+
+pub async fn put_metadata(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, meta)): Path<(String, String)>,
+    Json(b): Json<HashMap<String, String>>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
+    if meta != "public" {
+        return Err(ApiErr::bad(format!(
+            "metadata {meta:?} is not supported; berth knows \"public\""
+        )));
+    }
+    let public = match b.get("public").map(String::as_str) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => return Err(ApiErr::bad("body must be {\"public\": \"true\"|\"false\"}")),
+    };
+    st.registry.db().set_project_public(project.id, public).await?;
+    audit(
+        &st,
+        &who,
+        "update",
+        "project",
+        &format!("{}/public={public}", project.name),
+    )
+    .await;
+    Ok(ok())
+}
+
+// ---- members ----
+
+fn member_json(m: &berth_db::MemberRow) -> Value {
+    let role = Role::from_id(m.role);
+    json!({
+        "id": m.user_id,
+        "project_id": m.project_id,
+        "entity_name": m.username,
+        "entity_id": m.user_id,
+        "entity_type": "u",
+        "role_id": m.role,
+        "role_name": role.map(Role::name).unwrap_or("unknown"),
+    })
+}
+
+pub async fn list_members(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    Query(q): Q,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ListMembers).await?;
+    let pg = Paging::from(&q)?;
+    let mut all = st.registry.db().members(project.id).await?;
+    if let Some(e) = q.get("entityname") {
+        all.retain(|m| m.username.contains(e.as_str()));
+    }
+    let total = all.len() as i64;
+    let items = all
+        .iter()
+        .skip(pg.offset() as usize)
+        .take(pg.size as usize)
+        .map(member_json)
+        .collect();
+    Ok(pg.respond(&format!("{PREFIX}/projects/{p}/members"), &q, items, total))
+}
+
+#[derive(Deserialize)]
+pub struct MemberUser {
+    username: Option<String>,
+    user_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct NewMember {
+    role_id: i64,
+    member_user: MemberUser,
+}
+
+pub async fn add_member(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    Json(b): Json<NewMember>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ManageMembers).await?;
+    let role = Role::from_id(b.role_id).ok_or_else(|| ApiErr::bad(format!("role_id {} is not 1 to 5", b.role_id)))?;
+    let db = st.registry.db();
+    let u = match (&b.member_user.user_id, &b.member_user.username) {
+        (Some(id), _) => db.user_by_id(*id).await?,
+        (None, Some(name)) => db.user_by_name(name).await?,
+        _ => return Err(ApiErr::bad("member_user needs username or user_id")),
+    }
+    .ok_or_else(|| ApiErr::not_found("no such user"))?;
+    if db.member_role(project.id, u.id).await?.is_some() {
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            format!("{} is already a member", u.username),
+        ));
+    }
+    db.set_member(project.id, u.id, role.id()).await?;
+    audit(
+        &st,
+        &who,
+        "create",
+        "member",
+        &format!("{}/{}:{}", project.name, u.username, role.name()),
+    )
+    .await;
+    Ok(created(format!("{PREFIX}/projects/{}/members/{}", project.id, u.id)))
+}
+
+async fn member(st: &AppState, project: &ProjectRow, mid: i64) -> ApiResult<berth_db::MemberRow> {
+    st.registry
+        .db()
+        .members(project.id)
+        .await?
+        .into_iter()
+        .find(|m| m.user_id == mid)
+        .ok_or_else(|| ApiErr::not_found(format!("member {mid} not found")))
+}
+
+pub async fn get_member(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, mid)): Path<(String, i64)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ListMembers).await?;
+    Ok(ok_json(member_json(&member(&st, &project, mid).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct RoleReq {
+    role_id: i64,
+}
+
+pub async fn update_member(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, mid)): Path<(String, i64)>,
+    Json(b): Json<RoleReq>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ManageMembers).await?;
+    let m = member(&st, &project, mid).await?;
+    let role = Role::from_id(b.role_id).ok_or_else(|| ApiErr::bad(format!("role_id {} is not 1 to 5", b.role_id)))?;
+    st.registry.db().set_member(project.id, mid, role.id()).await?;
+    audit(
+        &st,
+        &who,
+        "update",
+        "member",
+        &format!("{}/{}:{}", project.name, m.username, role.name()),
+    )
+    .await;
+    Ok(ok())
+}
+
+pub async fn remove_member(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, mid)): Path<(String, i64)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ManageMembers).await?;
+    let m = member(&st, &project, mid).await?;
+    st.registry.db().remove_member(project.id, mid).await?;
+    audit(
+        &st,
+        &who,
+        "delete",
+        "member",
+        &format!("{}/{}", project.name, m.username),
+    )
+    .await;
+    Ok(ok())
+}
+
+// ---- audit log ----
+
+fn audit_json(a: &berth_db::AuditRow) -> Value {
+    json!({
+        "id": a.id,
+        "username": a.username,
+        "resource": a.resource,
+        "resource_type": a.resource_type,
+        "operation": a.operation,
+        "op_time": time(a.op_time),
+        "success": a.success,
+    })
+}
+
+fn audit_filter(q: &HashMap<String, String>) -> AuditFilter {
+    AuditFilter {
+        username: q_value(q, "username").map(str::to_string),
+        operation: q_value(q, "operation").map(str::to_string),
+        resource_type: q_value(q, "resource_type").map(str::to_string),
+        resource_prefix: q_value(q, "resource").map(str::to_string),
+        from_ms: None,
+        to_ms: None,
+    }
+}
+
+pub async fn project_logs(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    Query(q): Q,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ListLogs).await?;
+    let pg = Paging::from(&q)?;
+    let mut f = audit_filter(&q);
+    f.resource_prefix = Some(format!("{}/", project.name));
+    let (rows, total) = st.registry.db().list_audit(&f, pg.offset(), pg.size).await?;
+    Ok(pg.respond(
+        &format!("{PREFIX}/projects/{p}/logs"),
+        &q,
+        rows.iter().map(audit_json).collect(),
+        total,
+    ))
+}
+
+pub async fn audit_logs(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    require_admin(&who)?;
+    let pg = Paging::from(&q)?;
+    let (rows, total) = st
+        .registry
+        .db()
+        .list_audit(&audit_filter(&q), pg.offset(), pg.size)
+        .await?;
+    Ok(pg.respond(
+        &format!("{PREFIX}/audit-logs"),
+        &q,
+        rows.iter().map(audit_json).collect(),
+        total,
+    ))
+}
+
+// ---- repositories, artifacts, tags ----
+
+/// `{repo}` in a path is relative to the project and, as in Harbor, has its
+/// slashes encoded twice (`a%252Fb`), which arrive here as `%2F`.
+fn repo_name(project: &ProjectRow, repo: &str) -> ApiResult<RepoName> {
+    let rel = repo.replace("%2F", "/").replace("%2f", "/");
+    format!("{}/{rel}", project.name)
+        .parse()
+        .map_err(|e: berth_oci::NameError| ApiErr::bad(e.to_string()))
+}
+
+fn repo_json(project: &ProjectRow, r: &berth_db::RepositoryRow) -> Value {
+    json!({
+        "id": r.id,
+        "project_id": project.id,
+        "name": r.name,
+        "description": "",
+        "artifact_count": r.artifact_count,
+        "pull_count": 0,
+        "creation_time": time(r.created_at),
+        "update_time": time(r.updated_at),
+    })
+}
+
+pub async fn list_repositories(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    Query(q): Q,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ListRepositories).await?;
+    let pg = Paging::from(&q)?;
+    let filter = q_value(&q, "name");
+    let (rows, total) = st
+        .registry
+        .db()
+        .list_repositories(&format!("{}/", project.name), filter, pg.offset(), pg.size)
+        .await?;
+    Ok(pg.respond(
+        &format!("{PREFIX}/projects/{p}/repositories"),
+        &q,
+        rows.iter().map(|r| repo_json(&project, r)).collect(),
+        total,
+    ))
+}
+
+pub async fn all_repositories(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    let pg = Paging::from(&q)?;
+    let db = st.registry.db();
+    // The projects the caller may list repositories of, then their repositories.
+    let member = if who.is_sysadmin() {
+        None
+    } else {
+        Some(who.user_id().unwrap_or(-1))
+    };
+    let (projects, _) = db.list_projects(None, None, member, 0, i64::MAX / 2).await?;
+    let mut all = Vec::new();
+    for p in &projects {
+        if project_perms(db, &who, Some(p))
+            .await?
+            .contains(&Perm::ListRepositories)
+        {
+            let (rows, _) = db
+                .list_repositories(&format!("{}/", p.name), q_value(&q, "name"), 0, i64::MAX / 2)
+                .await?;
+            all.extend(rows.iter().map(|r| repo_json(p, r)));
+        }
+    }
+    let total = all.len() as i64;
+    let items = all
+        .into_iter()
+        .skip(pg.offset() as usize)
+        .take(pg.size as usize)
+        .collect();
+    Ok(pg.respond(&format!("{PREFIX}/repositories"), &q, items, total))
+}
+
+async fn repo_id(st: &AppState, name: &RepoName) -> ApiResult<i64> {
+    st.registry
+        .db()
+        .repository_id(name.as_str())
+        .await?
+        .ok_or_else(|| ApiErr::not_found(format!("repository {name} not found")))
+}
+
+pub async fn get_repository(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo)): Path<(String, String)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ListRepositories).await?;
+    let name = repo_name(&project, &repo)?;
+    let (rows, _) = st.registry.db().list_repositories(name.as_str(), None, 0, 100).await?;
+    let r = rows
+        .iter()
+        .find(|r| r.name == name.as_str())
+        .ok_or_else(|| ApiErr::not_found(format!("repository {name} not found")))?;
+    Ok(ok_json(repo_json(&project, r)))
+}
+
+pub async fn delete_repository(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo)): Path<(String, String)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::Delete).await?;
+    let name = repo_name(&project, &repo)?;
+    let id = repo_id(&st, &name).await?;
+    st.registry.db().delete_repository_content(id).await?;
+    audit(&st, &who, "delete", "repository", name.as_str()).await;
+    Ok(ok())
+}
+
+fn artifact_type(m: &ManifestRow) -> &'static str {
+    let at = m.artifact_type.as_deref().unwrap_or("");
+    if m.media_type.contains("index") || m.media_type.contains("list") {
+        "IMAGE"
+    } else if at.contains("helm") {
+        "CHART"
+    } else if at.contains("cncf.notary") || at.contains("signature") || at.contains("cosign") {
+        "SIGNATURE"
+    } else if at.contains("spdx") || at.contains("cyclonedx") || at.contains("sbom") {
+        "SBOM"
+    } else if at.is_empty() || at.contains("container.image") || at.contains("image.config") {
+        "IMAGE"
+    } else {
+        "UNKNOWN"
+    }
+}
+
+async fn artifact_json(
+    st: &AppState,
+    project: &ProjectRow,
+    repo: i64,
+    m: &ManifestRow,
+    with_tags: bool,
+) -> ApiResult<Value> {
+    let db = st.registry.db();
+    let tags: Vec<Value> = if with_tags {
+        db.manifest_tags(repo, &m.digest)
+            .await?
+            .iter()
+            .map(
+                |t| json!({"name": t.name, "repository_id": repo, "push_time": time(t.updated_at), "immutable": false}),
+            )
+            .collect()
+    } else {
+        vec![]
+    };
+    let referrers: Vec<Value> = db
+        .referrers(repo, &m.digest, None)
+        .await?
+        .iter()
+        .map(|r| json!({"child_digest": r.digest, "annotations": r.artifact_type.as_ref().map(|t| json!({"artifactType": t}))}))
+        .collect();
+    let annotations: Value = m
+        .annotations
+        .as_deref()
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or(Value::Null);
+    Ok(json!({
+        "digest": m.digest,
+        "media_type": m.media_type,
+        "manifest_media_type": m.media_type,
+        "artifact_type": m.artifact_type,
+        "type": artifact_type(m),
+        "project_id": project.id,
+        "repository_id": repo,
+        "size": m.size,
+        "push_time": time(m.pushed_at),
+        "annotations": annotations,
+        "subject": m.subject,
+        "accessories": referrers,
+        "tags": tags,
+    }))
+}
+
+pub async fn list_artifacts(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo)): Path<(String, String)>,
+    Query(q): Q,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::Pull).await?;
+    let name = repo_name(&project, &repo)?;
+    let id = repo_id(&st, &name).await?;
+    let pg = Paging::from(&q)?;
+    let with_tags = q.get("with_tag").is_none_or(|v| v != "false");
+    let (rows, total) = st.registry.db().list_manifests(id, pg.offset(), pg.size).await?;
+    let mut items = Vec::new();
+    for m in &rows {
+        items.push(artifact_json(&st, &project, id, m, with_tags).await?);
+    }
+    Ok(pg.respond(
+        &format!("{PREFIX}/projects/{p}/repositories/{repo}/artifacts"),
+        &q,
+        items,
+        total,
+    ))
+}
+
+async fn artifact(st: &AppState, id: i64, name: &RepoName, reference: &str) -> ApiResult<ManifestRow> {
+    let r: Reference = reference
+        .parse()
+        .map_err(|e: berth_oci::NameError| ApiErr::bad(e.to_string()))?;
+    let db = st.registry.db();
+    let row = match &r {
+        Reference::Tag(t) => db.tagged_manifest(id, t.as_str()).await?,
+        Reference::Digest(d) => db.manifest(id, &d.to_string()).await?,
+    };
+    row.ok_or_else(|| ApiErr::not_found(format!("artifact {name}:{reference} not found")))
+}
+
+pub async fn get_artifact(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo, reference)): Path<(String, String, String)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::Pull).await?;
+    let name = repo_name(&project, &repo)?;
+    let id = repo_id(&st, &name).await?;
+    let m = artifact(&st, id, &name, &reference).await?;
+    Ok(ok_json(artifact_json(&st, &project, id, &m, true).await?))
+}
+
+pub async fn delete_artifact(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo, reference)): Path<(String, String, String)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::Delete).await?;
+    let name = repo_name(&project, &repo)?;
+    let id = repo_id(&st, &name).await?;
+    let m = artifact(&st, id, &name, &reference).await?;
+    let digest: Reference = m.digest.parse().map_err(|_| ApiErr::bad("stored digest"))?;
+    st.registry.delete_manifest(&name, &digest).await?;
+    audit(&st, &who, "delete", "artifact", &format!("{name}@{}", m.digest)).await;
+    Ok(ok())
+}
+
+pub async fn list_tags(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo, reference)): Path<(String, String, String)>,
+    Query(q): Q,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::Pull).await?;
+    let name = repo_name(&project, &repo)?;
+    let id = repo_id(&st, &name).await?;
+    let m = artifact(&st, id, &name, &reference).await?;
+    let pg = Paging::from(&q)?;
+    let tags = st.registry.db().manifest_tags(id, &m.digest).await?;
+    let total = tags.len() as i64;
+    let items = tags
+        .iter()
+        .skip(pg.offset() as usize)
+        .take(pg.size as usize)
+        .map(|t| json!({"name": t.name, "repository_id": id, "push_time": time(t.updated_at), "immutable": false}))
+        .collect();
+    Ok(pg.respond(
+        &format!("{PREFIX}/projects/{p}/repositories/{repo}/artifacts/{reference}/tags"),
+        &q,
+        items,
+        total,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewTag {
+    name: String,
+}
+
+pub async fn create_tag(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo, reference)): Path<(String, String, String)>,
+    Json(b): Json<NewTag>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::CreateTag).await?;
+    let name = repo_name(&project, &repo)?;
+    let id = repo_id(&st, &name).await?;
+    let m = artifact(&st, id, &name, &reference).await?;
+    let tag: berth_oci::Tag = b
+        .name
+        .parse()
+        .map_err(|e: berth_oci::NameError| ApiErr::bad(e.to_string()))?;
+    if st.registry.db().tagged_manifest(id, tag.as_str()).await?.is_some() {
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            format!("tag {tag} already exists in {name}"),
+        ));
+    }
+    st.registry.db().set_tag(id, tag.as_str(), &m.digest).await?;
+    audit(&st, &who, "create", "tag", &format!("{name}:{tag}")).await;
+    Ok(created(format!(
+        "{PREFIX}/projects/{p}/repositories/{repo}/artifacts/{}/tags/{tag}",
+        m.digest
+    )))
+}
+
+pub async fn delete_tag(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, repo, reference, tag)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::DeleteTag).await?;
+    let name = repo_name(&project, &repo)?;
+    let id = repo_id(&st, &name).await?;
+    let m = artifact(&st, id, &name, &reference).await?;
+    let on_it = st
+        .registry
+        .db()
+        .manifest_tags(id, &m.digest)
+        .await?
+        .iter()
+        .any(|t| t.name == tag);
+    if !on_it || !st.registry.db().delete_tag(id, &tag).await? {
+        return Err(ApiErr::not_found(format!("tag {tag} not found on {name}@{}", m.digest)));
+    }
+    audit(&st, &who, "delete", "tag", &format!("{name}:{tag}")).await;
+    Ok(ok())
+}
+
+// ---- robots ----
+
+fn robot_json(r: &RobotRow, secret: Option<&str>) -> Value {
+    let permissions: Value = serde_json::from_str(&r.permissions).unwrap_or(Value::Array(vec![]));
+    let mut v = json!({
+        "id": r.id,
+        "name": r.name,
+        "description": r.description,
+        "level": r.level,
+        "disable": r.disabled,
+        "expires_at": if r.expires_at < 0 { -1 } else { r.expires_at / 1000 },
+        "duration": -1,
+        "permissions": permissions,
+        "creation_time": time(r.created_at),
+        "update_time": time(r.updated_at),
+    });
+    if let Some(s) = secret {
+        v["secret"] = Value::String(s.to_string());
+    }
+    v
+}
+
+/// May `who` manage (or, with `read`, see) robots of `project`? None: system robots.
+async fn robot_permission(st: &AppState, who: &Subject, project: Option<&ProjectRow>, read: bool) -> ApiResult<()> {
+    if who.is_sysadmin() {
+        return Ok(());
+    }
+    let Some(p) = project else {
+        return Err(ApiErr::refused(who));
+    };
+    let perms = project_perms(st.registry.db(), who, Some(p)).await?;
+    let need = if read { Perm::ListRobots } else { Perm::ManageRobots };
+    if perms.contains(&need) {
+        Ok(())
+    } else {
+        Err(ApiErr::refused(who))
+    }
+}
+
+async fn robot_project(st: &AppState, r: &RobotRow) -> ApiResult<Option<ProjectRow>> {
+    Ok(match r.project_id {
+        Some(pid) => st.registry.db().project_by_id(pid).await?,
+        None => None,
+    })
+}
+
+pub async fn list_robots(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    let pg = Paging::from(&q)?;
+    let db = st.registry.db();
+    let project = match q_value(&q, "ProjectID").or(q_value(&q, "project_id")) {
+        Some(id) => {
+            let id: i64 = id.parse().map_err(|_| ApiErr::bad("ProjectID must be a number"))?;
+            Some(
+                db.project_by_id(id)
+                    .await?
+                    .ok_or_else(|| ApiErr::not_found(format!("project {id} not found")))?,
+            )
+        }
+        None => None,
+    };
+    robot_permission(&st, &who, project.as_ref(), true).await?;
+    let all = db.list_robots(project.as_ref().map(|p| p.id)).await?;
+    let total = all.len() as i64;
+    let items = all
+        .iter()
+        .skip(pg.offset() as usize)
+        .take(pg.size as usize)
+        .map(|r| robot_json(r, None))
+        .collect();
+    Ok(pg.respond(&format!("{PREFIX}/robots"), &q, items, total))
+}
+
+#[derive(Deserialize)]
+pub struct RobotReq {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// Days; -1 for never.
+    #[serde(default = "never")]
+    duration: i64,
+    level: String,
+    #[serde(default)]
+    disable: bool,
+    permissions: Vec<RobotPermission>,
+}
+
+fn never() -> i64 {
+    -1
+}
+
+fn expiry(duration_days: i64) -> ApiResult<i64> {
+    match duration_days {
+        -1 => Ok(-1),
+        d if d > 0 => Ok(berth_db::now_ms() + d * 86_400_000),
+        _ => Err(ApiErr::bad("duration is a number of days, or -1 for never")),
+    }
+}
+
+pub async fn create_robot(State(st): State<AppState>, Caller(who): Caller, Json(b): Json<RobotReq>) -> ApiResult {
+    let db = st.registry.db();
+    if b.name.is_empty() || b.name.contains(['$', '+', '/', ' ']) {
+        return Err(ApiErr::bad("robot name must be non-empty without $, +, / or spaces"));
+    }
+    let (full_name, project) = match b.level.as_str() {
+        "system" => (format!("robot${}", b.name), None),
+        "project" => {
+            let [perm] = b.permissions.as_slice() else {
+                return Err(ApiErr::bad(
+                    "a project robot has exactly one permission entry, for its project",
+                ));
+            };
+            let p = db
+                .project_by_name(&perm.namespace)
+                .await?
+                .ok_or_else(|| ApiErr::not_found(format!("project {} not found", perm.namespace)))?;
+            (format!("robot${}+{}", p.name, b.name), Some(p))
+        }
+        other => {
+            return Err(ApiErr::bad(format!(
+                "level is \"system\" or \"project\", not {other:?}"
+            )))
+        }
+    };
+    robot_permission(&st, &who, project.as_ref(), false).await?;
+    for perm in &b.permissions {
+        if perm.kind != "project" {
+            return Err(ApiErr::bad(format!(
+                "permission kind {:?} is not supported; use \"project\"",
+                perm.kind
+            )));
+        }
+        if let Some(p) = &project {
+            if perm.namespace != p.name {
+                return Err(ApiErr::bad(
+                    "a project robot may only hold permissions in its own project",
+                ));
+            }
+        }
+    }
+    let secret = random_secret(32);
+    let row = RobotRow {
+        id: 0,
+        name: full_name.clone(),
+        description: b.description,
+        secret_hash: hash_secret(&secret),
+        level: b.level,
+        project_id: project.as_ref().map(|p| p.id),
+        permissions: serde_json::to_string(&b.permissions).expect("permissions serialise"),
+        expires_at: expiry(b.duration)?,
+        disabled: b.disable,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let id = db
+        .create_robot(&row)
+        .await?
+        .ok_or_else(|| ApiErr::new(StatusCode::CONFLICT, format!("robot {full_name} already exists")))?;
+    audit(&st, &who, "create", "robot", &full_name).await;
+    let mut resp = (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::LOCATION, format!("{PREFIX}/robots/{id}")),
+        ],
+        json!({"id": id, "name": full_name, "secret": secret, "creation_time": time(berth_db::now_ms()),
+               "expires_at": if row.expires_at < 0 { -1 } else { row.expires_at / 1000 }})
+        .to_string(),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, crate::response::header("no-store"));
+    Ok(resp)
+}
+
+async fn robot(st: &AppState, id: i64) -> ApiResult<RobotRow> {
+    st.registry
+        .db()
+        .robot_by_id(id)
+        .await?
+        .ok_or_else(|| ApiErr::not_found(format!("robot {id} not found")))
+}
+
+pub async fn get_robot(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    let r = robot(&st, id).await?;
+    robot_permission(&st, &who, robot_project(&st, &r).await?.as_ref(), true).await?;
+    Ok(ok_json(robot_json(&r, None)))
+}
+
+#[derive(Deserialize)]
+pub struct RobotUpdate {
+    description: Option<String>,
+    duration: Option<i64>,
+    disable: Option<bool>,
+    permissions: Option<Vec<RobotPermission>>,
+}
+
+pub async fn update_robot(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    Json(b): Json<RobotUpdate>,
+) -> ApiResult {
+    let mut r = robot(&st, id).await?;
+    let project = robot_project(&st, &r).await?;
+    robot_permission(&st, &who, project.as_ref(), false).await?;
+    if let Some(d) = b.description {
+        r.description = d;
+    }
+    if let Some(d) = b.duration {
+        r.expires_at = expiry(d)?;
+    }
+    if let Some(d) = b.disable {
+        r.disabled = d;
+    }
+    if let Some(p) = b.permissions {
+        if let Some(proj) = &project {
+            if p.iter().any(|x| x.namespace != proj.name || x.kind != "project") {
+                return Err(ApiErr::bad(
+                    "a project robot may only hold permissions in its own project",
+                ));
+            }
+        }
+        r.permissions = serde_json::to_string(&p).expect("permissions serialise");
+    }
+    st.registry.db().update_robot(&r).await?;
+    audit(&st, &who, "update", "robot", &r.name).await;
+    Ok(ok())
+}
+
+#[derive(Deserialize)]
+pub struct SecretReq {
+    #[serde(default)]
+    secret: String,
+}
+
+/// PATCH: a new secret, chosen by the caller or generated; shown once.
+pub async fn refresh_robot(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    body: Option<Json<SecretReq>>,
+) -> ApiResult {
+    let mut r = robot(&st, id).await?;
+    robot_permission(&st, &who, robot_project(&st, &r).await?.as_ref(), false).await?;
+    let chosen = body.map(|b| b.0.secret).unwrap_or_default();
+    let secret = if chosen.is_empty() {
+        random_secret(32)
+    } else {
+        password_policy(&chosen).map_err(ApiErr::bad)?;
+        chosen
+    };
+    r.secret_hash = hash_secret(&secret);
+    st.registry.db().update_robot(&r).await?;
+    audit(&st, &who, "update", "robot", &format!("{}/secret", r.name)).await;
+    Ok(ok_json(json!({"secret": secret})))
+}
+
+pub async fn delete_robot(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    let r = robot(&st, id).await?;
+    robot_permission(&st, &who, robot_project(&st, &r).await?.as_ref(), false).await?;
+    st.registry.db().delete_robot(id).await?;
+    audit(&st, &who, "delete", "robot", &r.name).await;
+    Ok(ok())
+}
+
+// ---- system configuration ----
+
+pub async fn get_configurations(State(st): State<AppState>, Caller(who): Caller) -> ApiResult {
+    require_admin(&who)?;
+    Ok(ok_json(json!({
+        "auth_mode": {"value": "db_auth", "editable": false},
+        "project_creation_restriction": {"value": project_creation(&st).await?, "editable": true},
+        "self_registration": {"value": false, "editable": false},
+    })))
+}
+
+pub async fn put_configurations(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Json(b): Json<HashMap<String, Value>>,
+) -> ApiResult {
+    require_admin(&who)?;
+    for (k, v) in &b {
+        match (k.as_str(), v.as_str()) {
+            ("project_creation_restriction", Some(x @ ("everyone" | "adminonly"))) => {
+                st.registry.db().set_setting("project_creation_restriction", x).await?;
+                audit(&st, &who, "update", "configuration", &format!("{k}={x}")).await;
+            }
+            ("project_creation_restriction", _) => {
+                return Err(ApiErr::bad(
+                    "project_creation_restriction is \"everyone\" or \"adminonly\"",
+                ))
+            }
+            _ => return Err(ApiErr::bad(format!("setting {k:?} cannot be changed here"))),
+        }
+    }
+    Ok(ok())
+}
+
+/// An OpenAPI 3 document made from the route list.
+pub async fn openapi() -> Response {
+    let mut paths = serde_json::Map::new();
+    for (info, _) in routes() {
+        let entry = paths
+            .entry(format!("{PREFIX}{}", info.path))
+            .or_insert_with(|| json!({}));
+        entry[info.method.as_str().to_lowercase()] = json!({
+            "summary": info.summary,
+            "x-berth-authorization": format!("{:?}", info.need),
+            "responses": {"200": {"description": "success"}},
+        });
+    }
+    ok_json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "berth API (Harbor v2.0 compatible)", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+    }))
+}
