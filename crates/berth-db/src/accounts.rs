@@ -634,3 +634,61 @@ impl Db {
         Ok(self.setting(name).await?.expect("setting exists after insert"))
     }
 }
+
+/// A signed-in browser session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRow {
+    pub user_id: i64,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+impl Db {
+    /// Stores a session under the hash of its cookie.
+    pub async fn create_session(&self, id_hash: &str, user_id: i64, csrf: &str, expires_at: i64) -> Result<()> {
+        sqlx::query(&self.q("INSERT INTO sessions (id, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)"))
+            .bind(id_hash)
+            .bind(user_id)
+            .bind(csrf)
+            .bind(now_ms())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A session that has not expired.
+    pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRow>> {
+        let row =
+            sqlx::query(&self.q("SELECT user_id, csrf, expires_at FROM sessions WHERE id = ? AND expires_at > ?"))
+                .bind(id_hash)
+                .bind(now_ms())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(SessionRow {
+                user_id: r.try_get(0)?,
+                csrf: text(&r, "csrf")?,
+                expires_at: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> Result<bool> {
+        let r = sqlx::query(&self.q("DELETE FROM sessions WHERE id = ?"))
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Removes expired sessions; returns how many.
+    pub async fn purge_sessions(&self) -> Result<u64> {
+        let r = sqlx::query(&self.q("DELETE FROM sessions WHERE expires_at <= ?"))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}

@@ -201,3 +201,22 @@ async fn audit_and_settings() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sessions() {
+    each(async |db| {
+        let now = berth_db::now_ms();
+        db.create_session("h1", 7, "csrf-1", now + 60_000).await.unwrap();
+        db.create_session("h2", 7, "csrf-2", now - 1).await.unwrap();
+        let s = db.session("h1").await.unwrap().unwrap();
+        assert_eq!((s.user_id, s.csrf.as_str()), (7, "csrf-1"));
+        assert!(
+            db.session("h2").await.unwrap().is_none(),
+            "expired sessions are not returned"
+        );
+        assert_eq!(db.purge_sessions().await.unwrap(), 1);
+        assert!(db.delete_session("h1").await.unwrap());
+        assert!(db.session("h1").await.unwrap().is_none());
+    })
+    .await;
+}

@@ -30,6 +30,8 @@ pub struct AppState {
     pub accounts: Option<Arc<AuthService>>,
     /// The URL clients reach berth at, when it differs from the Host header's.
     pub public_url: Option<String>,
+    /// Record manifest pulls in the audit log.
+    pub audit_pulls: bool,
 }
 
 /// The whole application: `/v2/` and everything below it.

@@ -117,7 +117,7 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
 
         Err(e) => return Err(e.into()),
     };
-    let audit_target = audit_target(&ep, &method);
+    let audit_target = audit_target(&ep, &method, st.audit_pulls);
     let resp = serve(st, ep, req, q, method).await?;
     if let (Some(accounts), Some((op, resource))) = (&st.accounts, audit_target) {
         if resp.status().is_success() {
@@ -128,8 +128,12 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
 }
 
 /// Registry writes that go into the audit log: (operation, resource).
-fn audit_target(ep: &Endpoint, method: &Method) -> Option<(&'static str, String)> {
+fn audit_target(ep: &Endpoint, method: &Method, pulls: bool) -> Option<(&'static str, String)> {
     match (ep, method) {
+        (Endpoint::Manifest { name, reference }, &Method::GET) if pulls => {
+            Some(("pull", format!("{name}:{reference}")))
+        }
+
         (Endpoint::Manifest { name, reference }, &Method::PUT) => Some(("create", format!("{name}:{reference}"))),
         (Endpoint::Manifest { name, reference }, &Method::DELETE) => Some(("delete", format!("{name}:{reference}"))),
         (Endpoint::Blob { name, digest }, &Method::DELETE) => Some(("delete", format!("{name}@{digest}"))),

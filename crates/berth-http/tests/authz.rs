@@ -380,6 +380,7 @@ async fn repeated_failed_logins_get_429_and_are_audited() {
         auth: accounts.clone(),
         accounts: Some(accounts),
         public_url: None,
+        audit_pulls: true,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -453,6 +454,15 @@ async fn pushes_deletes_logins_and_membership_changes_are_audited() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    let t = f.token(P::Guest, &["repository:secret/app:pull"]).await.unwrap();
+    let r = f
+        .client
+        .get(format!("{}/v2/secret/app/manifests/v1", f.base))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = f
         .admin(Method::GET, "/api/v2.0/audit-logs?page_size=100")
         .send()
@@ -469,6 +479,8 @@ async fn pushes_deletes_logins_and_membership_changes_are_audited() {
     assert!(has("admin", "create", "secret/app:v1"), "push audited");
     assert!(has("ma", "delete", "secret/app:spare"), "delete audited");
     assert!(has("ma", "login", "ma"), "login audited");
+    assert!(has("gu", "pull", "secret/app:v1"), "pulls audited when enabled");
+
     assert!(has("admin", "create", "secret/dev:developer"), "membership audited");
     assert!(has("admin", "create", "robot$secret+writer"), "robot creation audited");
     // The project's own log holds only the project's entries.

@@ -549,3 +549,140 @@ async fn robot_accounts_log_in_and_rotate_secrets() {
         404
     );
 }
+
+#[tokio::test]
+async fn browser_sessions_need_their_csrf_token() {
+    let f = Fixture::new().await;
+    let r = f
+        .client
+        .post(format!("{}/c/login", f.base))
+        .form(&[("principal", "pa"), ("password", "wrong-Passw0rd")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = f
+        .client
+        .post(format!("{}/c/login", f.base))
+        .form(&[("principal", "pa"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    let sid = set_cookie.split(';').next().unwrap().to_string();
+    let csrf = r.headers()["x-harbor-csrf-token"].to_str().unwrap().to_string();
+    let v: Value = f
+        .client
+        .get(format!("{}/api/v2.0/users/current", f.base))
+        .header("cookie", &sid)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["username"], "pa");
+    // A change without the CSRF token is refused, and changes nothing.
+    let add = |token: Option<&str>| {
+        let mut req = f
+            .client
+            .post(format!("{}/api/v2.0/projects/secret/members", f.base))
+            .header("cookie", &sid)
+            .header("x-is-resource-name", "true")
+            .json(&json!({"role_id": 3, "member_user": {"username": "victim"}}));
+        if let Some(t) = token {
+            req = req.header("x-harbor-csrf-token", t);
+        }
+        req.send()
+    };
+    assert_eq!(add(None).await.unwrap().status(), 403);
+    assert_eq!(add(Some("forged")).await.unwrap().status(), 403);
+    let members: Vec<Value> = f
+        .admin(Method::GET, "/api/v2.0/projects/secret/members")
+        .header("x-is-resource-name", "true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!members.iter().any(|m| m["entity_name"] == "victim"));
+    assert_eq!(add(Some(&csrf)).await.unwrap().status(), 201);
+    // After signing out the cookie is worthless.
+    let r = f
+        .client
+        .get(format!("{}/c/log_out", f.base))
+        .header("cookie", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    let r = f
+        .client
+        .get(format!("{}/api/v2.0/users/current", f.base))
+        .header("cookie", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Robots have no browser sessions.
+    let (u, pw) = &f.creds[&P::RobotWriter];
+    let r = f
+        .client
+        .post(format!("{}/c/login", f.base))
+        .form(&[("principal", u.as_str()), ("password", pw.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn system_robots_reach_every_project_they_name() {
+    let f = Fixture::new().await;
+    let r = f.admin(Method::POST, "/api/v2.0/robots").json(&json!({"name": "mirror", "level": "system", "duration": -1,
+        "permissions": [{"kind": "project", "namespace": "*", "access": [{"resource": "repository", "action": "pull"}]}]}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["name"], "robot$mirror");
+    let secret = v["secret"].as_str().unwrap();
+    let r = f
+        .client
+        .get(format!(
+            "{}/service/token?service=berth&scope=repository:secret/app:pull,push",
+            f.base
+        ))
+        .basic_auth("robot$mirror", Some(secret))
+        .send()
+        .await
+        .unwrap();
+    let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let r = f
+        .client
+        .get(format!("{}/v2/secret/app/manifests/v1", f.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = f
+        .client
+        .post(format!("{}/v2/secret/app/blobs/uploads/", f.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "pull only");
+    // Only administrators create system robots.
+    let (u, pw) = &f.creds[&P::ProjectAdmin];
+    let r = f.client.post(format!("{}/api/v2.0/robots", f.base)).basic_auth(u, Some(pw)).json(&json!({"name": "x", "level": "system",
+        "permissions": [{"kind": "project", "namespace": "*", "access": [{"resource": "repository", "action": "pull"}]}]}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}

@@ -44,6 +44,10 @@ pub struct Auth {
     /// Failed logins in a row before an account is refused for `lockout_secs`.
     pub max_failed_logins: u32,
     pub lockout_secs: u64,
+    /// How long a portal sign-in lasts, in seconds.
+    pub session_lifetime_secs: u64,
+    /// Record pulls in the audit log too (pushes, deletes and logins always are).
+    pub audit_pulls: bool,
 }
 
 impl Default for Auth {
@@ -58,6 +62,8 @@ impl Default for Auth {
             token_leeway_secs: 60,
             max_failed_logins: 5,
             lockout_secs: 60,
+            session_lifetime_secs: 12 * 3600,
+            audit_pulls: false,
         }
     }
 }

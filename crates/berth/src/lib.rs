@@ -51,6 +51,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         auth: accounts.clone(),
         accounts: Some(accounts.clone()),
         public_url: Some(cfg.config.server.public_url.clone()).filter(|u| !u.is_empty()),
+        audit_pulls: cfg.config.auth.audit_pulls,
     });
     Ok(App {
         registry,
@@ -78,6 +79,7 @@ async fn accounts(cfg: &Loaded, db: &Db) -> anyhow::Result<AuthService> {
         leeway: Duration::from_secs(a.token_leeway_secs),
         max_failed_logins: a.max_failed_logins,
         lockout: Duration::from_secs(a.lockout_secs),
+        session_lifetime: Duration::from_secs(a.session_lifetime_secs),
     };
     let service = AuthService::new(db.clone(), key, settings);
     let configured = a.admin_password()?;

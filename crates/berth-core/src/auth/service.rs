@@ -63,6 +63,15 @@ pub struct AuthSettings {
     pub leeway: Duration,
     pub max_failed_logins: u32,
     pub lockout: Duration,
+    /// How long a browser session lasts.
+    pub session_lifetime: Duration,
+}
+
+/// A browser session that just started: the cookie value and its CSRF token.
+pub struct NewSession {
+    pub cookie: String,
+    pub csrf: String,
+    pub max_age: Duration,
 }
 
 impl Default for AuthSettings {
@@ -73,6 +82,7 @@ impl Default for AuthSettings {
             leeway: Duration::from_secs(60),
             max_failed_logins: 5,
             lockout: Duration::from_secs(60),
+            session_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -262,6 +272,51 @@ impl AuthService {
             }
             _ => Ok(vec![]),
         }
+    }
+
+    /// Starts a browser session for a signed-in user (robots have none).
+    pub async fn start_session(&self, who: &Subject) -> Result<NewSession> {
+        let Some(user_id) = who.user_id() else {
+            return Err(Error::new(
+                ErrorCode::Denied,
+                "robot accounts cannot sign in to the portal",
+            ));
+        };
+        let cookie = secret::random_secret(32);
+        let csrf = secret::random_secret(24);
+        let expires = berth_db::now_ms() + self.settings.session_lifetime.as_millis() as i64;
+        self.db
+            .create_session(&secret::hash_secret(&cookie), user_id, &csrf, expires)
+            .await?;
+        self.audit(who.name(), "login", "user", who.name(), true).await;
+        Ok(NewSession {
+            cookie,
+            csrf,
+            max_age: self.settings.session_lifetime,
+        })
+    }
+
+    /// The user and CSRF token of a live session cookie.
+    pub async fn session(&self, cookie: &str) -> Result<Option<(Subject, String)>> {
+        let Some(s) = self.db.session(&secret::hash_secret(cookie)).await? else {
+            return Ok(None);
+        };
+        let Some(u) = self.db.user_by_id(s.user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            Subject::User {
+                id: u.id,
+                name: u.username,
+                sysadmin: u.sysadmin,
+            },
+            s.csrf,
+        )))
+    }
+
+    pub async fn end_session(&self, cookie: &str) -> Result<()> {
+        self.db.delete_session(&secret::hash_secret(cookie)).await?;
+        Ok(())
     }
 
     /// Creates the `admin` account if there is none. Returns the password

@@ -4,6 +4,7 @@
 //! document and the authorization-table test all read that list.
 
 mod handlers;
+mod session;
 
 use std::collections::HashMap;
 
@@ -20,6 +21,19 @@ use berth_db::ProjectRow;
 use crate::AppState;
 
 pub const PREFIX: &str = "/api/v2.0";
+pub const SESSION_COOKIE: &str = "sid";
+pub const CSRF_HEADER: &str = "x-harbor-csrf-token";
+
+/// The value of the `sid` cookie, if the request carries one.
+pub fn session_cookie(h: &HeaderMap) -> Option<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
 
 /// Who may call a route. The authorization table test checks every route
 /// against what each kind of caller gets.
@@ -372,7 +386,10 @@ pub fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
 }
 
 pub fn router() -> Router<AppState> {
-    let mut r = Router::new();
+    let mut r = Router::new()
+        .route("/c/login", post(session::login))
+        .route("/c/log_out", get(session::logout).post(session::logout));
+
     for (info, mr) in routes() {
         r = r.route(&format!("{PREFIX}{}", info.path), mr);
     }
@@ -475,14 +492,35 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiErr;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Caller, ApiErr> {
-        let Some((user, pass)) = crate::token::basic_credentials(&parts.headers) else {
-            return Ok(Caller(Subject::Anonymous));
-        };
         let accounts = st
             .accounts
             .as_ref()
             .ok_or_else(|| ApiErr::not_found("accounts are not enabled"))?;
-        Ok(Caller(accounts.login(&user, &pass).await?))
+        if let Some((user, pass)) = crate::token::basic_credentials(&parts.headers) {
+            return Ok(Caller(accounts.login(&user, &pass).await?));
+        }
+        // A browser session: its cookie, and for anything that changes state
+        // the CSRF token it was given, which another site cannot read.
+        let Some(sid) = session_cookie(&parts.headers) else {
+            return Ok(Caller(Subject::Anonymous));
+        };
+        let Some((who, csrf)) = accounts.session(&sid).await? else {
+            return Ok(Caller(Subject::Anonymous));
+        };
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let same =
+                sent.len() == csrf.len() && sent.bytes().zip(csrf.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+            if !same {
+                return Err(ApiErr::new(StatusCode::FORBIDDEN, "CSRF token missing or invalid"));
+            }
+        }
+        Ok(Caller(who))
     }
 }
 

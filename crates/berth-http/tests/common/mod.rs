@@ -36,6 +36,7 @@ impl TestRegistry {
             auth: Arc::new(AllowAll),
             accounts: None,
             public_url: None,
+            audit_pulls: true,
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
