@@ -282,15 +282,32 @@ pub mod testing {
     }
 
     impl TestDb {
-        pub async fn drop_db(self) {
+        pub async fn drop_db(mut self) {
             self.db.close().await;
-            if let Some(admin) = self.admin_url {
-                if let Ok(pool) = sqlx::AnyPool::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {}", self.name))
-                        .execute(&pool)
-                        .await;
-                    pool.close().await;
-                }
+            if let Some(admin) = self.admin_url.take() {
+                drop_database(&admin, &self.name).await;
+            }
+        }
+    }
+
+    async fn drop_database(admin: &str, name: &str) {
+        if let Ok(pool) = sqlx::AnyPool::connect(admin).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&pool).await;
+            pool.close().await;
+        }
+    }
+
+    /// A test that panicked before `drop_db` still removes its database.
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            if let Some(admin) = self.admin_url.take() {
+                let name = std::mem::take(&mut self.name);
+                let _ = std::thread::spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        rt.block_on(drop_database(&admin, &name));
+                    }
+                })
+                .join();
             }
         }
     }
