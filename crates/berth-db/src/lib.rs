@@ -292,7 +292,9 @@ pub mod testing {
 
     async fn drop_database(admin: &str, name: &str) {
         if let Ok(pool) = sqlx::AnyPool::connect(admin).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&pool).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute(&pool)
+                .await;
             pool.close().await;
         }
     }
