@@ -32,6 +32,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Record manifest pulls in the audit log.
     pub audit_pulls: bool,
+    /// berth itself terminates TLS: URLs it hands out say https.
+    pub https: bool,
 }
 
 /// The whole application: `/v2/` and everything below it.
@@ -43,5 +45,21 @@ pub fn router(state: AppState) -> Router {
         .route("/service/token", get(token::token).post(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(v2::not_found)
+        .layer(axum::middleware::map_request(host_from_authority))
         .with_state(state)
+}
+
+/// HTTP/2 carries the host in `:authority`, not `Host`; give handlers a Host
+/// header either way, since tokens' realms and links are built from it.
+async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.headers().contains_key(axum::http::header::HOST) {
+        if let Some(a) = req
+            .uri()
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(axum::http::header::HOST, a);
+        }
+    }
+    req
 }

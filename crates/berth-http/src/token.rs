@@ -38,7 +38,7 @@ pub fn external_base(st: &AppState, h: &HeaderMap) -> String {
         return u.trim_end_matches('/').to_string();
     }
     let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}")
+    format!("{}://{host}", if st.https { "https" } else { "http" })
 }
 
 /// `scope` strings for what a request needs, as in WWW-Authenticate.

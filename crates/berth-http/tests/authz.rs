@@ -381,6 +381,7 @@ async fn repeated_failed_logins_get_429_and_are_audited() {
         accounts: Some(accounts),
         public_url: None,
         audit_pulls: true,
+        https: false,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

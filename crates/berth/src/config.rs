@@ -20,7 +20,19 @@ pub struct Config {
     pub storage: Storage,
     pub registry: Registry,
     pub auth: Auth,
+    pub tls: Tls,
     pub log: Log,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; with `key_file`, `server.listen` serves HTTPS.
+    /// Both files are reloaded when they change.
+    pub cert_file: String,
+    pub key_file: String,
+    /// Optional plain-HTTP address that redirects everything to HTTPS.
+    pub redirect_listen: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -159,6 +171,7 @@ impl Default for Config {
             storage: Storage::default(),
             registry: Registry::default(),
             auth: Auth::default(),
+            tls: Tls::default(),
             log: Log::default(),
         }
     }
@@ -310,6 +323,8 @@ pub fn env_name(path: &str) -> String {
 pub struct Flags {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Loaded {
@@ -383,6 +398,22 @@ impl Loaded {
             set(&mut merged, "server.listen", toml::Value::String(l.clone()));
             sources.insert("server.listen".into(), Source::Flag("--listen".into()));
         }
+        if let Some(c) = &flags.tls_cert {
+            set(
+                &mut merged,
+                "tls.cert_file",
+                toml::Value::String(c.display().to_string()),
+            );
+            sources.insert("tls.cert_file".into(), Source::Flag("--tls-cert".into()));
+        }
+        if let Some(k) = &flags.tls_key {
+            set(
+                &mut merged,
+                "tls.key_file",
+                toml::Value::String(k.display().to_string()),
+            );
+            sources.insert("tls.key_file".into(), Source::Flag("--tls-key".into()));
+        }
         if let Some(d) = &flags.data_dir {
             set(&mut merged, "data_dir", toml::Value::String(d.display().to_string()));
             sources.insert("data_dir".into(), Source::Flag("--data-dir".into()));
@@ -420,6 +451,24 @@ impl Loaded {
                 "registry.max_manifest_bytes is {}; the OCI spec asks registries to accept at least 4 MiB (4194304)",
                 c.registry.max_manifest_bytes
             )));
+        }
+        if c.tls.cert_file.is_empty() != c.tls.key_file.is_empty() {
+            return Err(ConfigError::Invalid(
+                "tls.cert_file and tls.key_file go together".into(),
+            ));
+        }
+        if !c.tls.redirect_listen.is_empty() {
+            if c.tls.cert_file.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "tls.redirect_listen needs tls.cert_file and tls.key_file".into(),
+                ));
+            }
+            c.tls.redirect_listen.parse::<std::net::SocketAddr>().map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "tls.redirect_listen {:?} is not ADDRESS:PORT: {e}",
+                    c.tls.redirect_listen
+                ))
+            })?;
         }
         if c.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir is empty".into()));
@@ -570,6 +619,7 @@ mod tests {
             &Flags {
                 listen: Some("127.0.0.1:3".into()),
                 data_dir: None,
+                ..Flags::default()
             },
         )
         .unwrap();

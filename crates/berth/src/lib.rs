@@ -5,6 +5,7 @@
 //! no registry logic of its own.
 
 pub mod config;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         auth: accounts.clone(),
         accounts: Some(accounts.clone()),
         public_url: Some(cfg.config.server.public_url.clone()).filter(|u| !u.is_empty()),
+        https: !cfg.config.tls.cert_file.is_empty(),
+
         audit_pulls: cfg.config.auth.audit_pulls,
     });
     Ok(App {
@@ -175,4 +178,79 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: no new connections; finishing requests in flight");
+}
+
+/// Serves HTTPS: TLS (HTTP/2 or HTTP/1.1 by ALPN) on `listener`, with the same
+/// shutdown behaviour as [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let svc = TowerToHyperService::new(router.clone());
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the shutdown grace period; exiting anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Answers every plain-HTTP request with a permanent redirect to HTTPS on `https_port`.
+pub fn redirect_to_https(https_port: u16) -> axum::Router {
+    axum::Router::new().fallback(move |req: axum::extract::Request| async move {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string())
+            .unwrap_or_else(|| "localhost".into());
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        axum::response::Redirect::permanent(&format!("https://{host}{port}{path}"))
+    })
 }

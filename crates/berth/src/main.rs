@@ -24,6 +24,12 @@ struct Common {
     /// Directory for the database and blobs [config: data_dir; env: BERTH_DATA_DIR]
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS [config: tls.cert_file]
+    #[arg(long, global = true)]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) [config: tls.key_file]
+    #[arg(long, global = true)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -37,6 +43,26 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigCommand,
+    },
+    /// Certificates for HTTPS.
+    Tls {
+        #[command(subcommand)]
+        action: TlsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Make a local CA (DIR/ca.crt, DIR/ca.key; reused when present) and a
+    /// server certificate for NAMEs (DIR/server.crt, DIR/server.key), and say
+    /// how to make docker, podman, skopeo and Go trust the CA.
+    Init {
+        /// Where the files go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host names and IP addresses the server certificate is for.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -54,6 +80,8 @@ fn load(common: &Common) -> Result<Loaded, String> {
     let flags = Flags {
         listen: common.listen.clone(),
         data_dir: common.data_dir.clone(),
+        tls_cert: common.tls_cert.clone(),
+        tls_key: common.tls_key.clone(),
     };
     Loaded::load(common.config.as_deref(), std::env::vars(), &flags).map_err(|e| e.to_string())
 }
@@ -78,6 +106,18 @@ fn init_logging(cfg: &Loaded) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Tls {
+            action: TlsCommand::Init { dir, names },
+        } => match berth::tls::init(&dir, &names) {
+            Ok(r) => {
+                print!("{}", r.instructions());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Config {
             action: ConfigCommand::Check { common },
         } => match load(&common) {
@@ -164,13 +204,36 @@ async fn serve(cfg: Loaded) -> anyhow::Result<()> {
         Duration::from_secs(r.upload_purge_interval_secs),
         Duration::from_secs(r.upload_expiry_secs),
     );
-    berth::serve(
-        listener,
-        app.router,
-        berth::shutdown_signal(),
-        Duration::from_secs(cfg.config.server.shutdown_grace_secs),
-    )
-    .await?;
+    let grace = Duration::from_secs(cfg.config.server.shutdown_grace_secs);
+    let tls = &cfg.config.tls;
+    if tls.cert_file.is_empty() {
+        berth::serve(listener, app.router, berth::shutdown_signal(), grace).await?;
+    } else {
+        let resolver = berth::tls::ReloadingCert::new(
+            std::path::Path::new(&tls.cert_file),
+            std::path::Path::new(&tls.key_file),
+        )?;
+        resolver.watch(Duration::from_secs(5));
+        if !tls.redirect_listen.is_empty() {
+            let port = listener.local_addr()?.port();
+            let plain = tokio::net::TcpListener::bind(&tls.redirect_listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", tls.redirect_listen))?;
+            tracing::info!(listen = %plain.local_addr()?, "redirecting plain HTTP to HTTPS");
+            tokio::spawn(async move {
+                let _ = axum::serve(plain, berth::redirect_to_https(port)).await;
+            });
+        }
+        berth::serve_tls(
+            listener,
+            app.router,
+            berth::tls::server_config(resolver),
+            berth::shutdown_signal(),
+            grace,
+        )
+        .await?;
+    }
+
     app.registry.db().close().await;
     tracing::info!("stopped");
     Ok(())

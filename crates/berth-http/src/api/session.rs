@@ -14,7 +14,8 @@ use crate::response::header as hv;
 use crate::AppState;
 
 fn cookie_flags(st: &AppState) -> &'static str {
-    let tls = st.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let tls = st.https || st.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+
     if tls {
         "; Path=/; HttpOnly; SameSite=Lax; Secure"
     } else {

@@ -37,6 +37,7 @@ impl TestRegistry {
             accounts: None,
             public_url: None,
             audit_pulls: true,
+            https: false,
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
