@@ -7,6 +7,7 @@
 
 mod error;
 mod registry;
+pub mod vanity;
 
 pub mod auth;
 pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Principal, Resource};

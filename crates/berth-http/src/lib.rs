@@ -9,6 +9,7 @@ mod endpoint;
 mod response;
 mod token;
 mod v2;
+pub mod vanity;
 
 use std::sync::Arc;
 

@@ -44,6 +44,27 @@ enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Serve Go vanity import paths from a govanityurls vanity.yaml.
+    Vanity {
+        /// The import paths' host, e.g. example.com (default: the file's `host`, else the request's).
+        #[arg(long)]
+        host: Option<String>,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: String,
+        /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Where browsers without ?go-get=1 are sent.
+        #[arg(long, default_value = "https://pkg.go.dev")]
+        docs_url: String,
+        /// The vanity.yaml file.
+        #[arg(default_value = "vanity.yaml")]
+        config: PathBuf,
+    },
     /// Certificates for HTTPS.
     Tls {
         #[command(subcommand)]
@@ -103,9 +124,53 @@ fn init_logging(cfg: &Loaded) {
     }
 }
 
+/// govanityurls takes `-host NAME`; accept single-dash long options too.
+fn normalized_args() -> Vec<String> {
+    std::env::args()
+        .map(|a| {
+            let long = ["-host", "-listen", "-tls-cert", "-tls-key", "-docs-url"];
+            match long.iter().find(|l| a == **l || a.starts_with(&format!("{l}="))) {
+                Some(_) => format!("-{a}"),
+                None => a,
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(normalized_args());
     match cli.command {
+        Command::Vanity {
+            host,
+            listen,
+            tls_cert,
+            tls_key,
+            docs_url,
+            config,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(
+                    std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(vanity(host, listen, tls_cert, tls_key, docs_url, config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+
         Command::Tls {
             action: TlsCommand::Init { dir, names },
         } => match berth::tls::init(&dir, &names) {
@@ -236,5 +301,39 @@ async fn serve(cfg: Loaded) -> anyhow::Result<()> {
 
     app.registry.db().close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn vanity(
+    host: Option<String>,
+    listen: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    docs_url: String,
+    config: PathBuf,
+) -> anyhow::Result<()> {
+    let v = berth_http::vanity::Vanity::load(&config, host, docs_url).map_err(anyhow::Error::msg)?;
+    v.watch(Duration::from_secs(2));
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(listen = %listener.local_addr()?, file = %config.display(), paths = v.config().paths.len(), "berth vanity is serving");
+    let router = berth_http::vanity::router(v);
+    let grace = Duration::from_secs(10);
+    match (tls_cert, tls_key) {
+        (Some(c), Some(k)) => {
+            let resolver = berth::tls::ReloadingCert::new(&c, &k)?;
+            resolver.watch(Duration::from_secs(5));
+            berth::serve_tls(
+                listener,
+                router,
+                berth::tls::server_config(resolver),
+                berth::shutdown_signal(),
+                grace,
+            )
+            .await?
+        }
+        _ => berth::serve(listener, router, berth::shutdown_signal(), grace).await?,
+    }
     Ok(())
 }
