@@ -13,6 +13,10 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v podman >/dev/null 2>&1 || missing+=(podman uidmap)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq

@@ -21,7 +21,30 @@ pub struct Config {
     pub registry: Registry,
     pub auth: Auth,
     pub tls: Tls,
+    pub vanity: Vanity,
     pub log: Log,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vanity {
+    /// A govanityurls vanity.yaml; reloaded when it changes.
+    pub file: String,
+    /// Host names answered with vanity paths instead of the registry
+    /// (BERTH_VANITY_HOSTS takes a comma-separated list).
+    pub hosts: Vec<String>,
+    /// Where browsers asking for a vanity path are sent.
+    pub docs_url: String,
+}
+
+impl Default for Vanity {
+    fn default() -> Self {
+        Vanity {
+            file: String::new(),
+            hosts: Vec::new(),
+            docs_url: "https://pkg.go.dev".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -172,6 +195,7 @@ impl Default for Config {
             registry: Registry::default(),
             auth: Auth::default(),
             tls: Tls::default(),
+            vanity: Vanity::default(),
             log: Log::default(),
         }
     }
@@ -388,6 +412,13 @@ impl Loaded {
                         .parse()
                         .map_err(|_| ConfigError::EnvValue(name.clone(), format!("{raw:?} is not true or false")))?,
                 ),
+                toml::Value::Array(_) => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.into()))
+                        .collect(),
+                ),
                 _ => toml::Value::String(raw),
             };
             set(&mut merged, key, value);
@@ -469,6 +500,11 @@ impl Loaded {
                     c.tls.redirect_listen
                 ))
             })?;
+        }
+        if c.vanity.file.is_empty() != c.vanity.hosts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "vanity.file and vanity.hosts go together: the file says which paths, hosts say for which names".into(),
+            ));
         }
         if c.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir is empty".into()));
@@ -695,6 +731,28 @@ mod tests {
                 "{k}={v} accepted"
             );
         }
+    }
+
+    #[test]
+    fn list_settings_from_the_environment_and_settings_that_go_together() {
+        let l = Loaded::load(
+            None,
+            env(&[
+                ("BERTH_VANITY_HOSTS", "go.example.test, example.test"),
+                ("BERTH_VANITY_FILE", "/etc/berth/vanity.yaml"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(l.config.vanity.hosts, ["go.example.test", "example.test"]);
+        assert!(Loaded::load(None, env(&[("BERTH_VANITY_FILE", "/x.yaml")]), &Flags::default()).is_err());
+        assert!(Loaded::load(None, env(&[("BERTH_TLS_CERT_FILE", "/c.pem")]), &Flags::default()).is_err());
+        assert!(Loaded::load(
+            None,
+            env(&[("BERTH_TLS_REDIRECT_LISTEN", "0.0.0.0:80")]),
+            &Flags::default()
+        )
+        .is_err());
     }
 
     #[test]

@@ -56,10 +56,47 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
 
         audit_pulls: cfg.config.auth.audit_pulls,
     });
+    let router = match &cfg.config.vanity {
+        v if !v.file.is_empty() => {
+            let vanity = berth_http::vanity::Vanity::load(std::path::Path::new(&v.file), None, v.docs_url.clone())
+                .map_err(anyhow::Error::msg)?;
+            vanity.watch(Duration::from_secs(2));
+            by_host(router, berth_http::vanity::router(vanity), v.hosts.clone())
+        }
+        _ => router,
+    };
     Ok(App {
         registry,
         accounts,
         router,
+    })
+}
+
+/// Sends requests for `hosts` to `vanity` and everything else to `main`.
+fn by_host(main: axum::Router, vanity: axum::Router, hosts: Vec<String>) -> axum::Router {
+    use tower::ServiceExt;
+    let hosts: Arc<Vec<String>> = Arc::new(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect());
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (main, vanity, hosts) = (main.clone(), vanity.clone(), hosts.clone());
+        async move {
+            let host = req
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| req.uri().authority().map(|a| a.host().to_string()))
+                .unwrap_or_default();
+            let name = match host.rsplit_once(':') {
+                Some((n, p)) if p.chars().all(|c| c.is_ascii_digit()) => n,
+                _ => host.as_str(),
+            };
+            let target = if hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                vanity
+            } else {
+                main
+            };
+            target.oneshot(req).await.expect("routers are infallible")
+        }
     })
 }
 
