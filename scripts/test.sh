@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every berth test: formatting, lints, unit, database, API, black-box and
-# crash tests. First installs what the tests drive (skopeo, podman, buildah, the oras
-# Python client) when missing, so it works on a fresh machine; running it
-# again installs nothing.
+# crash tests. First installs what the tests drive (skopeo, podman, buildah,
+# Go, git, nginx, the oras Python client) when missing, so it works on a fresh
+# machine; running it again installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,7 @@ command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq

@@ -6,6 +6,7 @@
 
 pub mod api;
 mod endpoint;
+pub mod forwarded;
 mod response;
 mod token;
 mod v2;

@@ -38,7 +38,11 @@ pub fn external_base(st: &AppState, h: &HeaderMap) -> String {
         return u.trim_end_matches('/').to_string();
     }
     let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    format!("{}://{host}", if st.https { "https" } else { "http" })
+    let scheme = h
+        .get(crate::forwarded::SCHEME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(if st.https { "https" } else { "http" });
+    format!("{scheme}://{host}")
 }
 
 /// `scope` strings for what a request needs, as in WWW-Authenticate.

@@ -145,6 +145,9 @@ pub struct Server {
     /// URL clients use to reach berth (token realm, Location headers), when it
     /// differs from what the Host header says.
     pub public_url: String,
+    /// Reverse proxies (addresses or networks) whose X-Forwarded-Proto, -Host
+    /// and -For berth honours; everyone else's are ignored.
+    pub trusted_proxies: Vec<String>,
     /// Seconds that requests in flight may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -206,6 +209,7 @@ impl Default for Server {
         Server {
             listen: "127.0.0.1:5000".into(),
             public_url: String::new(),
+            trusted_proxies: Vec::new(),
             shutdown_grace_secs: 30,
         }
     }
@@ -467,6 +471,10 @@ impl Loaded {
         c.server.listen.parse::<std::net::SocketAddr>().map_err(|e| {
             ConfigError::Invalid(format!("server.listen {:?} is not ADDRESS:PORT: {e}", c.server.listen))
         })?;
+        for p in &c.server.trusted_proxies {
+            p.parse::<berth_http::forwarded::Net>()
+                .map_err(|e| ConfigError::Invalid(format!("server.trusted_proxies: {e}")))?;
+        }
         if c.storage.backend != "filesystem" {
             return Err(ConfigError::Invalid(format!(
                 "storage.backend {:?} is not supported; use \"filesystem\"",

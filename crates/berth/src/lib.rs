@@ -65,6 +65,17 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         }
         _ => router,
     };
+    let trusted = cfg
+        .config
+        .server
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let router = router.layer(axum::middleware::map_request(berth_http::forwarded::layer(
+        trusted,
+        !cfg.config.tls.cert_file.is_empty(),
+    )));
     Ok(App {
         registry,
         accounts,
@@ -180,7 +191,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());
     });
@@ -244,7 +256,9 @@ pub async fn serve_tls(
                     }
                 };
                 let acceptor = acceptor.clone();
-                let svc = TowerToHyperService::new(router.clone());
+                let svc = TowerToHyperService::new(
+                    router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+                );
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {

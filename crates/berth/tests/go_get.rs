@@ -25,7 +25,7 @@ fn can_run() -> bool {
 }
 
 fn go_get(mode: &str) {
-    if !can_run() {
+    if !can_run() || (mode == "nginx" && (!have("nginx", "-v") || !have("skopeo", "--version"))) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -34,6 +34,7 @@ fn go_get(mode: &str) {
         .args(["-mn", "bash", script, BERTH])
         .arg(tmp.path())
         .arg(mode)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkimage.py"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -46,6 +47,9 @@ fn go_get(mode: &str) {
     );
     assert!(stdout.contains("hello from a vanity path sub-package"), "{stdout}");
     assert!(stdout.contains(&format!("go get through berth {mode}: ok")), "{stdout}");
+    if mode == "nginx" {
+        assert!(stdout.contains("registry through nginx: ok"), "{stdout}");
+    }
 }
 
 #[test]
@@ -56,4 +60,11 @@ fn go_get_through_berth_vanity_over_https() {
 #[test]
 fn go_get_through_berth_serve_beside_the_registry() {
     go_get("serve");
+}
+
+/// nginx terminates TLS in front of berth (deploy/nginx.conf's shape):
+/// go get, and skopeo push and pull with identical digests, through it.
+#[test]
+fn go_get_push_and_pull_through_nginx() {
+    go_get("nginx");
 }

@@ -13,8 +13,8 @@ use super::{session_cookie, ApiErr, ApiResult, CSRF_HEADER, SESSION_COOKIE};
 use crate::response::header as hv;
 use crate::AppState;
 
-fn cookie_flags(st: &AppState) -> &'static str {
-    let tls = st.https || st.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+fn cookie_flags(st: &AppState, h: &axum::http::HeaderMap) -> &'static str {
+    let tls = crate::token::external_base(st, h).starts_with("https://");
 
     if tls {
         "; Path=/; HttpOnly; SameSite=Lax; Secure"
@@ -29,6 +29,7 @@ pub async fn login(State(st): State<AppState>, req: Request) -> ApiResult {
         .accounts
         .clone()
         .ok_or_else(|| ApiErr::not_found("accounts are not enabled"))?;
+    let headers = req.headers().clone();
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -67,7 +68,7 @@ pub async fn login(State(st): State<AppState>, req: Request) -> ApiResult {
         "{SESSION_COOKIE}={}; Max-Age={}{}",
         s.cookie,
         s.max_age.as_secs(),
-        cookie_flags(&st)
+        cookie_flags(&st, &headers)
     );
     r.headers_mut().insert(header::SET_COOKIE, hv(cookie));
     r.headers_mut().insert(CSRF_HEADER, hv(&s.csrf));
@@ -76,13 +77,12 @@ pub async fn login(State(st): State<AppState>, req: Request) -> ApiResult {
 }
 
 pub async fn logout(State(st): State<AppState>, req: Request) -> Response {
+    let flags = cookie_flags(&st, req.headers());
     if let (Some(accounts), Some(sid)) = (&st.accounts, session_cookie(req.headers())) {
         let _ = accounts.end_session(&sid).await;
     }
     let mut r = StatusCode::OK.into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        hv(format!("{SESSION_COOKIE}=; Max-Age=0{}", cookie_flags(&st))),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, hv(format!("{SESSION_COOKIE}=; Max-Age=0{flags}")));
     r
 }
