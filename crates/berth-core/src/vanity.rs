@@ -88,7 +88,64 @@ fn infer_display(repo: &str) -> Option<String> {
     }
 }
 
+impl VanityPath {
+    /// Checks one entry: the path's shape, the repo URL, the VCS (inferred
+    /// for well-known hosts), and derives go-source where it can.
+    pub fn new(
+        path: &str,
+        repo: String,
+        vcs: Option<String>,
+        display: Option<String>,
+        subdirectory: Option<String>,
+    ) -> Result<VanityPath, String> {
+        let p = path;
+        let path = p.trim_end_matches('/').to_string();
+        if !path.starts_with('/') || path.len() < 2 || path.contains("//") || path.contains(char::is_whitespace) {
+            return Err(format!("path {p:?} must start with / and name at least one segment"));
+        }
+        if !repo.contains("://") || repo.contains(char::is_whitespace) {
+            return Err(format!("path {p}: repo {repo:?} must be a URL"));
+        }
+        let vcs = match vcs {
+            Some(v) if VCS.contains(&v.as_str()) => v,
+            Some(v) => return Err(format!("path {p}: vcs {v:?} is not one of {}", VCS.join(", "))),
+            None => infer_vcs(&repo)
+                .ok_or_else(|| format!("path {p}: say which vcs serves {repo} (git, hg, svn, bzr, fossil or mod)"))?
+                .to_string(),
+        };
+        if subdirectory
+            .as_deref()
+            .is_some_and(|s| s.contains(char::is_whitespace) || s.starts_with('/'))
+        {
+            return Err(format!("path {p}: subdirectory must be a relative path without spaces"));
+        }
+        let display = display
+            .filter(|d| !d.is_empty())
+            .or_else(|| if vcs == "git" { infer_display(&repo) } else { None });
+        Ok(VanityPath {
+            path,
+            repo,
+            vcs,
+            display,
+            subdirectory: subdirectory.filter(|s| !s.is_empty()),
+        })
+    }
+}
+
 impl VanityConfig {
+    /// This configuration with more paths (those already here win).
+    pub fn with(&self, extra: Vec<VanityPath>) -> VanityConfig {
+        let mut c = self.clone();
+        for e in extra {
+            if !c.paths.iter().any(|p| p.path == e.path) {
+                c.paths.push(e);
+            }
+        }
+        c.paths
+            .sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.path.cmp(&b.path)));
+        c
+    }
+
     /// Parses vanity.yaml: `{host, cache_max_age, paths: {/p: {repo, vcs, display}}}`
     /// or the flat `{/p: {repo: ...}}`. Errors name the line.
     pub fn parse(text: &str) -> Result<VanityConfig, String> {
@@ -120,38 +177,10 @@ impl VanityConfig {
         };
         let mut paths = Vec::new();
         for (p, e) in raw {
-            let path = p.trim_end_matches('/').to_string();
             let line = line_of(text, &p);
-            if !path.starts_with('/') || path.len() < 2 || path.contains("//") || path.contains(char::is_whitespace) {
-                return Err(format!(
-                    "{line}: path {p:?} must start with / and name at least one segment"
-                ));
-            }
-            let vcs = match e.vcs {
-                Some(v) if VCS.contains(&v.as_str()) => v,
-                Some(v) => return Err(format!("{line}: path {p}: vcs {v:?} is not one of {}", VCS.join(", "))),
-                None => infer_vcs(&e.repo)
-                    .ok_or_else(|| {
-                        format!(
-                            "{line}: path {p}: say which vcs serves {} (git, hg, svn, bzr, fossil or mod)",
-                            e.repo
-                        )
-                    })?
-                    .to_string(),
-            };
-            if !e.repo.contains("://") {
-                return Err(format!("{line}: path {p}: repo {:?} must be a URL", e.repo));
-            }
-            let display = e
-                .display
-                .or_else(|| if vcs == "git" { infer_display(&e.repo) } else { None });
-            paths.push(VanityPath {
-                path,
-                repo: e.repo,
-                vcs,
-                display,
-                subdirectory: e.subdirectory,
-            });
+            let entry =
+                VanityPath::new(&p, e.repo, e.vcs, e.display, e.subdirectory).map_err(|m| format!("{line}: {m}"))?;
+            paths.push(entry);
         }
         paths.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.path.cmp(&b.path)));
         Ok(VanityConfig {

@@ -692,3 +692,80 @@ impl Db {
         Ok(r.rows_affected())
     }
 }
+
+/// A vanity import path kept in the database.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VanityRow {
+    pub id: i64,
+    pub project_id: i64,
+    pub path: String,
+    pub repo: String,
+    pub vcs: String,
+    /// Empty when none.
+    pub display: String,
+    /// Empty when none.
+    pub subdirectory: String,
+}
+
+fn vanity(r: &AnyRow) -> Result<VanityRow> {
+    Ok(VanityRow {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        path: text(r, "path")?,
+        repo: text(r, "repo")?,
+        vcs: text(r, "vcs")?,
+        display: text(r, "display")?,
+        subdirectory: text(r, "subdirectory")?,
+    })
+}
+
+const VANITY_COLS: &str = "id, project_id, path, repo, vcs, display, subdirectory";
+
+impl Db {
+    /// Stores a vanity path. None when the path is taken.
+    pub async fn create_vanity(&self, v: &VanityRow) -> Result<Option<i64>> {
+        let r = sqlx::query(&self.q(
+            "INSERT INTO vanity_paths (project_id, path, repo, vcs, display, subdirectory, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(v.project_id)
+        .bind(&v.path)
+        .bind(&v.repo)
+        .bind(&v.vcs)
+        .bind(&v.display)
+        .bind(&v.subdirectory)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => return Ok(None),
+            other => other?,
+        };
+        let sql = format!("SELECT {VANITY_COLS} FROM vanity_paths WHERE path = ?");
+        let row = sqlx::query(&self.q(&sql)).bind(&v.path).fetch_one(&self.pool).await?;
+        Ok(Some(vanity(&row)?.id))
+    }
+
+    /// Vanity paths of one project, or all when None.
+    pub async fn vanity_paths(&self, project_id: Option<i64>) -> Result<Vec<VanityRow>> {
+        let rows = match project_id {
+            Some(p) => {
+                let sql = format!("SELECT {VANITY_COLS} FROM vanity_paths WHERE project_id = ? ORDER BY path");
+                sqlx::query(&self.q(&sql)).bind(p).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("SELECT {VANITY_COLS} FROM vanity_paths ORDER BY path");
+                sqlx::query(&self.q(&sql)).fetch_all(&self.pool).await?
+            }
+        };
+        rows.iter().map(vanity).collect()
+    }
+
+    pub async fn delete_vanity(&self, project_id: i64, id: i64) -> Result<bool> {
+        let r = sqlx::query(&self.q("DELETE FROM vanity_paths WHERE project_id = ? AND id = ?"))
+            .bind(project_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}

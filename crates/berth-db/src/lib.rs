@@ -20,7 +20,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 mod accounts;
 mod registry;
 
-pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, SessionRow, UserRow};
+pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, SessionRow, UserRow, VanityRow};
 pub use registry::{ManifestRecord, ManifestReference, ManifestRow, RepositoryRow, TagRow, UploadRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -132,16 +132,19 @@ fn migrations(dialect: Dialect) -> Migrator {
             (1, "registry", include_str!("../migrations/sqlite/0001_registry.sql")),
             (2, "accounts", include_str!("../migrations/sqlite/0002_accounts.sql")),
             (3, "sessions", include_str!("../migrations/sqlite/0003_sessions.sql")),
+            (4, "vanity", include_str!("../migrations/sqlite/0004_vanity.sql")),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
             (2, "accounts", include_str!("../migrations/postgres/0002_accounts.sql")),
             (3, "sessions", include_str!("../migrations/postgres/0003_sessions.sql")),
+            (4, "vanity", include_str!("../migrations/postgres/0004_vanity.sql")),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
             (2, "accounts", include_str!("../migrations/mysql/0002_accounts.sql")),
             (3, "sessions", include_str!("../migrations/mysql/0003_sessions.sql")),
+            (4, "vanity", include_str!("../migrations/mysql/0004_vanity.sql")),
         ],
     };
     let list: Vec<Migration> = files

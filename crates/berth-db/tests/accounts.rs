@@ -220,3 +220,37 @@ async fn sessions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn vanity_paths() {
+    each(async |db| {
+        let v = berth_db::VanityRow {
+            id: 0,
+            project_id: 3,
+            path: "/hello".into(),
+            repo: "https://git.example.test/hello.git".into(),
+            vcs: "git".into(),
+            display: String::new(),
+            subdirectory: "sub".into(),
+        };
+        let id = db.create_vanity(&v).await.unwrap().unwrap();
+        assert!(db.create_vanity(&v).await.unwrap().is_none(), "paths are unique");
+        db.create_vanity(&berth_db::VanityRow {
+            path: "/other".into(),
+            project_id: 4,
+            ..v.clone()
+        })
+        .await
+        .unwrap();
+        let mine = db.vanity_paths(Some(3)).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!((mine[0].id, mine[0].subdirectory.as_str()), (id, "sub"));
+        assert_eq!(db.vanity_paths(None).await.unwrap().len(), 2);
+        assert!(
+            !db.delete_vanity(4, id).await.unwrap(),
+            "only its own project deletes it"
+        );
+        assert!(db.delete_vanity(3, id).await.unwrap());
+    })
+    .await;
+}

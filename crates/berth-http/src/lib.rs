@@ -36,6 +36,8 @@ pub struct AppState {
     pub audit_pulls: bool,
     /// berth itself terminates TLS: URLs it hands out say https.
     pub https: bool,
+    /// Vanity paths from the file, to keep API-managed ones from clashing.
+    pub vanity: Option<Arc<vanity::Vanity>>,
 }
 
 /// The whole application: `/v2/` and everything below it.

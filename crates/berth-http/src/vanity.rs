@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use berth_core::vanity::{html_escape, VanityConfig};
+use berth_core::vanity::{html_escape, VanityConfig, VanityPath};
 
 /// The paths being served, swapped whole when the file changes.
 pub struct Vanity {
@@ -20,6 +20,8 @@ pub struct Vanity {
     pub host: Option<String>,
     /// Where browsers go: `{docs}/{host}{path}`.
     pub docs_url: String,
+    /// Paths managed through the API, beside the file's.
+    db: Option<berth_db::Db>,
 }
 
 impl Vanity {
@@ -29,6 +31,7 @@ impl Vanity {
             file: None,
             host,
             docs_url,
+            db: None,
         })
     }
 
@@ -40,7 +43,42 @@ impl Vanity {
             file: Some(file.to_path_buf()),
             host,
             docs_url,
+            db: None,
         }))
+    }
+
+    /// Also serve the paths kept in the database (managed through the API).
+    pub fn with_db(self: Arc<Self>, db: berth_db::Db) -> Arc<Vanity> {
+        let config = self.config();
+        Arc::new(Vanity {
+            config: RwLock::new(config),
+            file: self.file.clone(),
+            host: self.host.clone(),
+            docs_url: self.docs_url.clone(),
+            db: Some(db),
+        })
+    }
+
+    /// The file's paths and the database's.
+    async fn effective(&self) -> Arc<VanityConfig> {
+        let file = self.config();
+        let Some(db) = &self.db else { return file };
+        match db.vanity_paths(None).await {
+            Ok(rows) => {
+                let extra = rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        let opt = |s: String| Some(s).filter(|s| !s.is_empty());
+                        VanityPath::new(&r.path, r.repo, Some(r.vcs), opt(r.display), opt(r.subdirectory)).ok()
+                    })
+                    .collect();
+                Arc::new(file.with(extra))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading vanity paths from the database failed; serving the file's");
+                file
+            }
+        }
     }
 
     pub fn config(&self) -> Arc<VanityConfig> {
@@ -125,7 +163,7 @@ fn import_host(v: &Vanity, c: &VanityConfig, req: &Request) -> String {
 }
 
 pub async fn answer(State(v): State<Arc<Vanity>>, req: Request) -> Response {
-    let c = v.config();
+    let c = v.effective().await;
     let host = import_host(&v, &c, &req);
     let path = req.uri().path().to_string();
     let go_get = req

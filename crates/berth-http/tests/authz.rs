@@ -104,6 +104,7 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
             .replace("{tag}", "spare")
             .replace("{meta_name}", "public")
             .replace("{robot_id}", &f.ids["robot_id"])
+            .replace("{vanity_id}", &f.ids["vanity_id"])
     };
     let body = match (method.as_str(), path) {
         ("POST", "/users") => Some(json!({"username": format!("new{}", rand_suffix()), "password": PW})),
@@ -124,6 +125,9 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
         ),
         ("PUT", "/robots/{robot_id}") => Some(json!({"description": "changed"})),
         ("PATCH", "/robots/{robot_id}") => Some(json!({})),
+        ("POST", "/projects/{project}/vanity-paths") => {
+            Some(json!({"path": format!("/v{}", rand_suffix()), "repo": "https://github.com/o/r"}))
+        }
         ("PUT", "/configurations") => Some(json!({"project_creation_restriction": "everyone"})),
         _ => None,
     };
@@ -382,6 +386,7 @@ async fn repeated_failed_logins_get_429_and_are_audited() {
         public_url: None,
         audit_pulls: true,
         https: false,
+        vanity: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -686,3 +686,96 @@ async fn system_robots_reach_every_project_they_name() {
         .send().await.unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn vanity_paths_managed_through_the_api_are_served() {
+    let f = Fixture::new().await;
+    let vanity = berth_http::vanity::Vanity::from_config(
+        berth_core::vanity::VanityConfig {
+            host: Some("go.example.test".into()),
+            cache_max_age: 60,
+            paths: vec![],
+        },
+        None,
+        "https://pkg.go.dev".into(),
+    )
+    .with_db(f.db.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let vbase = format!("http://{}", listener.local_addr().unwrap());
+    let app = berth_http::vanity::router(vanity);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // A project admin adds a path; a developer may not; bad input is refused.
+    let (u, pw) = &f.creds[&P::ProjectAdmin];
+    let add = |user: &str, pass: &str, body: Value| {
+        f.client
+            .post(format!("{}/api/v2.0/projects/secret/vanity-paths", f.base))
+            .basic_auth(user, Some(pass))
+            .header("x-is-resource-name", "true")
+            .json(&body)
+            .send()
+    };
+    let body =
+        json!({"path": "/tools", "repo": "https://git.example.test/tools.git", "vcs": "git", "subdirectory": "cmd"});
+    let r = add(u, pw, body.clone()).await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(add(u, pw, body).await.unwrap().status(), 409);
+    let (du, dpw) = &f.creds[&P::Developer];
+    assert_eq!(
+        add(du, dpw, json!({"path": "/dev", "repo": "https://github.com/o/d"}))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        add(u, pw, json!({"path": "/x", "repo": "https://unknown.test/x"}))
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "vcs needed"
+    );
+    assert_eq!(
+        add(u, pw, json!({"path": "no-slash", "repo": "https://github.com/o/x"}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    let body = f
+        .client
+        .get(format!("{vbase}/tools/sub?go-get=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains(r#"content="go.example.test/tools git https://git.example.test/tools.git cmd""#),
+        "{body}"
+    );
+    let listed: Vec<Value> = f
+        .admin(Method::GET, "/api/v2.0/projects/secret/vanity-paths")
+        .header("x-is-resource-name", "true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = listed.iter().find(|v| v["path"] == "/tools").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let r = f
+        .admin(Method::DELETE, &format!("/api/v2.0/projects/secret/vanity-paths/{id}"))
+        .header("x-is-resource-name", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = f.client.get(format!("{vbase}/tools?go-get=1")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}

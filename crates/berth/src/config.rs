@@ -30,8 +30,8 @@ pub struct Config {
 pub struct Vanity {
     /// A govanityurls vanity.yaml; reloaded when it changes.
     pub file: String,
-    /// Host names answered with vanity paths instead of the registry
-    /// (BERTH_VANITY_HOSTS takes a comma-separated list).
+    /// Host names answered with vanity paths (from the file and from the
+    /// API) instead of the registry (BERTH_VANITY_HOSTS takes a comma-separated list).
     pub hosts: Vec<String>,
     /// Where browsers asking for a vanity path are sent.
     pub docs_url: String,
@@ -509,9 +509,9 @@ impl Loaded {
                 ))
             })?;
         }
-        if c.vanity.file.is_empty() != c.vanity.hosts.is_empty() {
+        if !c.vanity.file.is_empty() && c.vanity.hosts.is_empty() {
             return Err(ConfigError::Invalid(
-                "vanity.file and vanity.hosts go together: the file says which paths, hosts say for which names".into(),
+                "vanity.file needs vanity.hosts: the file says which paths, hosts say for which names".into(),
             ));
         }
         if c.data_dir.as_os_str().is_empty() {

@@ -47,23 +47,42 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
     };
     let registry = Arc::new(Registry::new(db.clone(), Arc::new(store), limits));
     let accounts = Arc::new(accounts(cfg, &db).await?);
+    // Vanity paths answer for `vanity.hosts`: from the file if one is named,
+    // and from the database (managed through the API) always.
+    let v = &cfg.config.vanity;
+    let vanity = if v.hosts.is_empty() {
+        None
+    } else {
+        let base = if v.file.is_empty() {
+            berth_http::vanity::Vanity::from_config(
+                berth_core::vanity::VanityConfig {
+                    host: None,
+                    cache_max_age: berth_core::vanity::DEFAULT_MAX_AGE,
+                    paths: vec![],
+                },
+                None,
+                v.docs_url.clone(),
+            )
+        } else {
+            berth_http::vanity::Vanity::load(std::path::Path::new(&v.file), None, v.docs_url.clone())
+                .map_err(anyhow::Error::msg)?
+        };
+        let vanity = base.with_db(db.clone());
+        vanity.watch(Duration::from_secs(2));
+        Some(vanity)
+    };
     let router = berth_http::router(AppState {
         registry: registry.clone(),
         auth: accounts.clone(),
         accounts: Some(accounts.clone()),
         public_url: Some(cfg.config.server.public_url.clone()).filter(|u| !u.is_empty()),
         https: !cfg.config.tls.cert_file.is_empty(),
-
         audit_pulls: cfg.config.auth.audit_pulls,
+        vanity: vanity.clone(),
     });
-    let router = match &cfg.config.vanity {
-        v if !v.file.is_empty() => {
-            let vanity = berth_http::vanity::Vanity::load(std::path::Path::new(&v.file), None, v.docs_url.clone())
-                .map_err(anyhow::Error::msg)?;
-            vanity.watch(Duration::from_secs(2));
-            by_host(router, berth_http::vanity::router(vanity), v.hosts.clone())
-        }
-        _ => router,
+    let router = match vanity {
+        Some(vanity) => by_host(router, berth_http::vanity::router(vanity), v.hosts.clone()),
+        None => router,
     };
     let trusted = cfg
         .config

@@ -1439,3 +1439,98 @@ pub async fn openapi() -> Response {
         "paths": paths,
     }))
 }
+
+// ---- vanity paths ----
+
+fn vanity_json(v: &berth_db::VanityRow) -> Value {
+    json!({
+        "id": v.id,
+        "project_id": v.project_id,
+        "path": v.path,
+        "repo": v.repo,
+        "vcs": v.vcs,
+        "display": v.display,
+        "subdirectory": v.subdirectory,
+    })
+}
+
+pub async fn list_vanity(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ReadProject).await?;
+    let rows = st.registry.db().vanity_paths(Some(project.id)).await?;
+    Ok(ok_json(Value::Array(rows.iter().map(vanity_json).collect())))
+}
+
+#[derive(Deserialize)]
+pub struct NewVanity {
+    path: String,
+    repo: String,
+    vcs: Option<String>,
+    display: Option<String>,
+    subdirectory: Option<String>,
+}
+
+pub async fn create_vanity(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    Json(b): Json<NewVanity>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
+    let v = berth_core::vanity::VanityPath::new(&b.path, b.repo, b.vcs, b.display.clone(), b.subdirectory)
+        .map_err(ApiErr::bad)?;
+    if let Some(file) = &st.vanity {
+        if file.config().paths.iter().any(|f| f.path == v.path) {
+            return Err(ApiErr::new(
+                StatusCode::CONFLICT,
+                format!("{} is already served from the vanity file", v.path),
+            ));
+        }
+    }
+    let row = berth_db::VanityRow {
+        id: 0,
+        project_id: project.id,
+        path: v.path.clone(),
+        repo: v.repo,
+        vcs: v.vcs,
+        display: b.display.unwrap_or_default(),
+        subdirectory: v.subdirectory.unwrap_or_default(),
+    };
+    let id = st
+        .registry
+        .db()
+        .create_vanity(&row)
+        .await?
+        .ok_or_else(|| ApiErr::new(StatusCode::CONFLICT, format!("vanity path {} already exists", v.path)))?;
+    audit(
+        &st,
+        &who,
+        "create",
+        "vanity_path",
+        &format!("{}{}", project.name, v.path),
+    )
+    .await;
+    Ok(created(format!("{PREFIX}/projects/{}/vanity-paths/{id}", project.id)))
+}
+
+pub async fn delete_vanity(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, id)): Path<(String, i64)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
+    if !st.registry.db().delete_vanity(project.id, id).await? {
+        return Err(ApiErr::not_found(format!(
+            "vanity path {id} not found in {}",
+            project.name
+        )));
+    }
+    audit(&st, &who, "delete", "vanity_path", &format!("{}/{id}", project.name)).await;
+    Ok(ok())
+}

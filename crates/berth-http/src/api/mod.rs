@@ -307,6 +307,27 @@ pub fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
         ),
         r(
             Method::GET,
+            "/projects/{project}/vanity-paths",
+            "Go vanity import paths of a project",
+            Project(Perm::ReadProject),
+            get(h::list_vanity),
+        ),
+        r(
+            Method::POST,
+            "/projects/{project}/vanity-paths",
+            "Add a Go vanity import path",
+            Project(Perm::UpdateProject),
+            post(h::create_vanity),
+        ),
+        r(
+            Method::DELETE,
+            "/projects/{project}/vanity-paths/{vanity_id}",
+            "Remove a Go vanity import path",
+            Project(Perm::UpdateProject),
+            delete(h::delete_vanity),
+        ),
+        r(
+            Method::GET,
             "/repositories",
             "Repositories of every project the caller can see",
             Anyone,

@@ -38,6 +38,7 @@ impl TestRegistry {
             public_url: None,
             audit_pulls: true,
             https: false,
+            vanity: None,
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

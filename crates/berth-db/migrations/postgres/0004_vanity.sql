@@ -1,0 +1,11 @@
+-- Go vanity import paths managed through the API, each owned by a project.
+CREATE TABLE vanity_paths (
+    id BIGSERIAL PRIMARY KEY,
+    project_id BIGINT NOT NULL,
+    path TEXT COLLATE "C" NOT NULL UNIQUE,
+    repo TEXT NOT NULL,
+    vcs TEXT NOT NULL,
+    display TEXT NOT NULL,
+    subdirectory TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
