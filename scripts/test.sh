@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every berth test: formatting, lints, unit, database, API, black-box and
 # crash tests. First installs what the tests drive (skopeo, podman, buildah,
-# Go, git, nginx, the oras Python client) when missing, so it works on a fresh
+# Go, git, nginx, the oras Python client, kubernetes-validate) when missing, so it works on a fresh
 # machine; running it again installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,10 @@ fi
 if ! python3 -c 'import oras.client' >/dev/null 2>&1; then
   echo "==> installing the oras Python client"
   python3 -m pip install --quiet --disable-pip-version-check oras
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "==> installing kubernetes-validate"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
 fi
 
 # The database suite runs on PostgreSQL and MariaDB as well as SQLite. Start

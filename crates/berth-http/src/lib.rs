@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(v2::dispatch))
         .route("/service/token", get(token::token).post(token::token))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(v2::not_found)
         .layer(axum::middleware::map_request(host_from_authority))
         .with_state(state)
@@ -66,4 +67,16 @@ async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::
         }
     }
     req
+}
+
+/// Ready when the database answers: what a load balancer should ask.
+async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match st.registry.db().repository_id("").await {
+        Ok(_) => (axum::http::StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the database does not answer");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
 }

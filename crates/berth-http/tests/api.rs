@@ -20,6 +20,9 @@ async fn base_endpoint_and_unknown_paths() {
     assert_eq!(t.head("/v2/").await.status(), 200);
     assert_error(t.get("/v2/a/b/c").await, 404, "NAME_UNKNOWN").await;
     assert_eq!(t.get("/nothing").await.status(), 404);
+    assert_eq!(t.get("/healthz").await.status(), 200);
+    assert_eq!(t.get("/readyz").await.text().await.unwrap(), "ready\n");
+
     assert_error(t.get("/v2/UPPER/tags/list").await, 400, "NAME_INVALID").await;
     assert_error(
         t.req(Method::POST, "/v2/_catalog").send().await.unwrap(),
