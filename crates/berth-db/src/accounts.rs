@@ -769,3 +769,34 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 }
+
+impl Db {
+    /// Takes or renews the lease `name` for `holder` until `ttl_ms` from now.
+    /// True when `holder` holds it: nobody did, it was already `holder`'s, or
+    /// the previous holder's lease ran out.
+    pub async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let sql = self.dialect.insert_ignore("leases", "name, holder, expires_at", "name");
+        sqlx::query(&self.q(&sql))
+            .bind(name)
+            .bind(holder)
+            .bind(now + ttl_ms)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            &self.q("UPDATE leases SET holder = ?, expires_at = ? WHERE name = ? AND (holder = ? OR expires_at < ?)"),
+        )
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(&self.q("SELECT holder FROM leases WHERE name = ?"))
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(text(&row, "holder")? == holder)
+    }
+}

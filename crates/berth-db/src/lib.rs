@@ -133,18 +133,21 @@ fn migrations(dialect: Dialect) -> Migrator {
             (2, "accounts", include_str!("../migrations/sqlite/0002_accounts.sql")),
             (3, "sessions", include_str!("../migrations/sqlite/0003_sessions.sql")),
             (4, "vanity", include_str!("../migrations/sqlite/0004_vanity.sql")),
+            (5, "leases", include_str!("../migrations/sqlite/0005_leases.sql")),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
             (2, "accounts", include_str!("../migrations/postgres/0002_accounts.sql")),
             (3, "sessions", include_str!("../migrations/postgres/0003_sessions.sql")),
             (4, "vanity", include_str!("../migrations/postgres/0004_vanity.sql")),
+            (5, "leases", include_str!("../migrations/postgres/0005_leases.sql")),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
             (2, "accounts", include_str!("../migrations/mysql/0002_accounts.sql")),
             (3, "sessions", include_str!("../migrations/mysql/0003_sessions.sql")),
             (4, "vanity", include_str!("../migrations/mysql/0004_vanity.sql")),
+            (5, "leases", include_str!("../migrations/mysql/0005_leases.sql")),
         ],
     };
     let list: Vec<Migration> = files

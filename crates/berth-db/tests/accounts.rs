@@ -254,3 +254,23 @@ async fn vanity_paths() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn leases_go_to_one_holder_until_they_run_out() {
+    each(async |db| {
+        assert!(db.try_lease("purge", "replica-a", 300).await.unwrap());
+        assert!(!db.try_lease("purge", "replica-b", 300).await.unwrap(), "held by a");
+        assert!(db.try_lease("purge", "replica-a", 300).await.unwrap(), "a renews");
+        assert!(
+            db.try_lease("other-job", "replica-b", 300).await.unwrap(),
+            "leases are per job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        assert!(
+            db.try_lease("purge", "replica-b", 300).await.unwrap(),
+            "b takes over an expired lease"
+        );
+        assert!(!db.try_lease("purge", "replica-a", 300).await.unwrap());
+    })
+    .await;
+}

@@ -186,16 +186,31 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes expired uploads now and then, until the process ends.
+/// Removes expired uploads and sessions now and then, until the process ends.
+/// With several replicas, a lease in the database makes one of them do it.
 pub fn spawn_upload_purger(registry: Arc<Registry>, every: Duration, max_age: Duration) -> tokio::task::JoinHandle<()> {
+    let holder = random_secret(12);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        let every = every.max(Duration::from_secs(1));
+        let ttl = (every * 2).as_millis() as i64;
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            match registry.db().try_lease("purge-expired", &holder, ttl).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the purge lease");
+                    continue;
+                }
+            }
             match registry.purge_uploads(max_age).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "removed expired uploads"),
                 Err(e) => tracing::warn!(error = %e, "purging expired uploads failed"),
+            }
+            if let Err(e) = registry.db().purge_sessions().await {
+                tracing::warn!(error = %e, "purging expired sessions failed");
             }
         }
     })

@@ -469,3 +469,46 @@ fn a_2_gib_blob_streams_in_constant_memory() {
         "peak RSS {peak} KiB for a 2 GiB blob: memory is not constant per request"
     );
 }
+
+/// The server removes abandoned uploads by itself, after the configured age.
+#[test]
+fn abandoned_uploads_are_removed_by_the_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Berth::start_with(
+        &tmp.path().join("data"),
+        &[],
+        &[
+            ("BERTH_REGISTRY_UPLOAD_EXPIRY_SECS", "1"),
+            ("BERTH_REGISTRY_UPLOAD_PURGE_INTERVAL_SECS", "1"),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = client_with_token(&admin_token(&b.url(), &["repository:library/abandoned:pull,push"]).await);
+        let r = c
+            .post(format!("{}/v2/library/abandoned/blobs/uploads/", b.url()))
+            .send()
+            .await
+            .unwrap();
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        c.patch(format!("{}{loc}", b.url()))
+            .body(vec![1u8; 1000])
+            .send()
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = c.get(format!("{}{loc}", b.url())).send().await.unwrap().status();
+            if s == 404 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the upload was never purged");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let files = std::fs::read_dir(tmp.path().join("data/storage/uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 0);
+    assert!(b.log_text().contains("removed expired uploads"));
+}
