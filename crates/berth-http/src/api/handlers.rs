@@ -867,6 +867,20 @@ pub async fn all_repositories(State(st): State<AppState>, Caller(who): Caller, Q
     Ok(pg.respond(&format!("{PREFIX}/repositories"), &q, items, total))
 }
 
+/// The project a path names (checked for `perm`), and its repository.
+struct Target {
+    project: ProjectRow,
+    name: RepoName,
+    id: i64,
+}
+
+async fn repository(st: &AppState, who: &Subject, h: &HeaderMap, p: &str, repo: &str, perm: Perm) -> ApiResult<Target> {
+    let (project, _) = project_with(st, who, h, p, perm).await?;
+    let name = repo_name(&project, repo)?;
+    let id = repo_id(st, &name).await?;
+    Ok(Target { project, name, id })
+}
+
 async fn repo_id(st: &AppState, name: &RepoName) -> ApiResult<i64> {
     st.registry
         .db()
@@ -897,9 +911,7 @@ pub async fn delete_repository(
     h: HeaderMap,
     Path((p, repo)): Path<(String, String)>,
 ) -> ApiResult {
-    let (project, _) = project_with(&st, &who, &h, &p, Perm::Delete).await?;
-    let name = repo_name(&project, &repo)?;
-    let id = repo_id(&st, &name).await?;
+    let Target { name, id, .. } = repository(&st, &who, &h, &p, &repo, Perm::Delete).await?;
     st.registry.db().delete_repository_content(id).await?;
     audit(&st, &who, "delete", "repository", name.as_str()).await;
     Ok(ok())
@@ -976,9 +988,7 @@ pub async fn list_artifacts(
     Path((p, repo)): Path<(String, String)>,
     Query(q): Q,
 ) -> ApiResult {
-    let (project, _) = project_with(&st, &who, &h, &p, Perm::Pull).await?;
-    let name = repo_name(&project, &repo)?;
-    let id = repo_id(&st, &name).await?;
+    let Target { project, id, .. } = repository(&st, &who, &h, &p, &repo, Perm::Pull).await?;
     let pg = Paging::from(&q)?;
     let with_tags = q.get("with_tag").is_none_or(|v| v != "false");
     let (rows, total) = st.registry.db().list_manifests(id, pg.offset(), pg.size).await?;
@@ -1012,9 +1022,7 @@ pub async fn get_artifact(
     h: HeaderMap,
     Path((p, repo, reference)): Path<(String, String, String)>,
 ) -> ApiResult {
-    let (project, _) = project_with(&st, &who, &h, &p, Perm::Pull).await?;
-    let name = repo_name(&project, &repo)?;
-    let id = repo_id(&st, &name).await?;
+    let Target { project, name, id } = repository(&st, &who, &h, &p, &repo, Perm::Pull).await?;
     let m = artifact(&st, id, &name, &reference).await?;
     Ok(ok_json(artifact_json(&st, &project, id, &m, true).await?))
 }
@@ -1025,9 +1033,7 @@ pub async fn delete_artifact(
     h: HeaderMap,
     Path((p, repo, reference)): Path<(String, String, String)>,
 ) -> ApiResult {
-    let (project, _) = project_with(&st, &who, &h, &p, Perm::Delete).await?;
-    let name = repo_name(&project, &repo)?;
-    let id = repo_id(&st, &name).await?;
+    let Target { name, id, .. } = repository(&st, &who, &h, &p, &repo, Perm::Delete).await?;
     let m = artifact(&st, id, &name, &reference).await?;
     let digest: Reference = m.digest.parse().map_err(|_| ApiErr::bad("stored digest"))?;
     st.registry.delete_manifest(&name, &digest).await?;
@@ -1042,9 +1048,7 @@ pub async fn list_tags(
     Path((p, repo, reference)): Path<(String, String, String)>,
     Query(q): Q,
 ) -> ApiResult {
-    let (project, _) = project_with(&st, &who, &h, &p, Perm::Pull).await?;
-    let name = repo_name(&project, &repo)?;
-    let id = repo_id(&st, &name).await?;
+    let Target { name, id, .. } = repository(&st, &who, &h, &p, &repo, Perm::Pull).await?;
     let m = artifact(&st, id, &name, &reference).await?;
     let pg = Paging::from(&q)?;
     let tags = st.registry.db().manifest_tags(id, &m.digest).await?;
@@ -1075,9 +1079,7 @@ pub async fn create_tag(
     Path((p, repo, reference)): Path<(String, String, String)>,
     Json(b): Json<NewTag>,
 ) -> ApiResult {
-    let (project, _) = project_with(&st, &who, &h, &p, Perm::CreateTag).await?;
-    let name = repo_name(&project, &repo)?;
-    let id = repo_id(&st, &name).await?;
+    let Target { name, id, .. } = repository(&st, &who, &h, &p, &repo, Perm::CreateTag).await?;
     let m = artifact(&st, id, &name, &reference).await?;
     let tag: berth_oci::Tag = b
         .name
@@ -1103,9 +1105,7 @@ pub async fn delete_tag(
     h: HeaderMap,
     Path((p, repo, reference, tag)): Path<(String, String, String, String)>,
 ) -> ApiResult {
-    let (project, _) = project_with(&st, &who, &h, &p, Perm::DeleteTag).await?;
-    let name = repo_name(&project, &repo)?;
-    let id = repo_id(&st, &name).await?;
+    let Target { name, id, .. } = repository(&st, &who, &h, &p, &repo, Perm::DeleteTag).await?;
     let m = artifact(&st, id, &name, &reference).await?;
     let on_it = st
         .registry
