@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::{now_ms, opt_string, Db, Result};
+use crate::{like_escape, now_ms, opt_string, Db, Result};
 
 fn text(r: &AnyRow, col: &str) -> Result<String> {
     Ok(opt_string(r, col)?.unwrap_or_default())
@@ -139,12 +139,6 @@ fn audit(r: &AnyRow) -> Result<AuditRow> {
         success: r.try_get::<i64, _>("success")? != 0,
         detail: text(r, "detail")?,
     })
-}
-
-/// Escapes `%`, `_` and `!` for a LIKE pattern used with `ESCAPE '!'`
-/// (not backslash, which MySQL string literals treat as an escape).
-fn like_escape(s: &str) -> String {
-    s.replace('!', "!!").replace('%', "!%").replace('_', "!_")
 }
 
 /// True when the error is a unique-key violation (a name already taken).

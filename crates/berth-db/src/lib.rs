@@ -114,6 +114,12 @@ impl Dialect {
     }
 }
 
+/// Escapes `%`, `_` and `!` for a LIKE pattern used with `ESCAPE '!'`
+/// (not backslash, which MySQL string literals treat as an escape).
+fn like_escape(s: &str) -> String {
+    s.replace('!', "!!").replace('%', "!%").replace('_', "!_")
+}
+
 /// A URL with its password replaced, fit for logs and `config check`.
 pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {

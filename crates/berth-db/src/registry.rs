@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::{now_ms, opt_string, Db, Result};
+use crate::{like_escape, now_ms, opt_string, Db, Result};
 
 /// A manifest as stored: everything but its bytes, which live in blob storage.
 #[derive(Clone, Debug, PartialEq)]
@@ -404,9 +404,8 @@ impl Db {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<RepositoryRow>, i64)> {
-        let esc = |s: &str| s.replace('!', "!!").replace('%', "!%").replace('_', "!_");
-        let pattern = format!("{}%", esc(prefix));
-        let contains = format!("%{}%", esc(filter.unwrap_or("")));
+        let pattern = format!("{}%", like_escape(prefix));
+        let contains = format!("%{}%", like_escape(filter.unwrap_or("")));
         let total: i64 = sqlx::query(&self.q(
             "SELECT COUNT(*) FROM repositories r WHERE r.name LIKE ? ESCAPE '!' AND r.name LIKE ? ESCAPE '!' \
              AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)",

@@ -68,14 +68,12 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 pub fn verify_secret(secret: &str, hash: &str) -> bool {
-    let computed = hash_secret(secret);
-    // Constant time: compare every byte.
-    computed.len() == hash.len()
-        && computed
-            .bytes()
-            .zip(hash.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    constant_time_eq(&hash_secret(secret), hash)
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -414,12 +414,8 @@ pub struct ProjectReq {
 
 impl ProjectReq {
     fn public(&self) -> ApiResult<Option<bool>> {
-        match self.metadata.get("public").map(String::as_str) {
-            Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(v) => Err(ApiErr::bad(format!(
-                "metadata.public is \"true\" or \"false\", not {v:?}"
-            ))),
+        match self.metadata.get("public") {
+            Some(v) => public_flag(v).map(Some),
             None => Ok(self.public),
         }
     }
@@ -482,15 +478,7 @@ pub async fn update_project(
 ) -> ApiResult {
     let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
     if let Some(public) = b.public()? {
-        st.registry.db().set_project_public(project.id, public).await?;
-        audit(
-            &st,
-            &who,
-            "update",
-            "project",
-            &format!("{}/public={public}", project.name),
-        )
-        .await;
+        set_public(&st, &who, &project, public).await?;
     }
     Ok(ok())
 }
@@ -560,21 +548,34 @@ pub async fn put_metadata(
             "metadata {meta:?} is not supported; berth knows \"public\""
         )));
     }
-    let public = match b.get("public").map(String::as_str) {
-        Some("true") => true,
-        Some("false") => false,
-        _ => return Err(ApiErr::bad("body must be {\"public\": \"true\"|\"false\"}")),
+    let public = match b.get("public") {
+        Some(v) => public_flag(v)?,
+        None => return Err(ApiErr::bad("body must be {\"public\": \"true\"|\"false\"}")),
     };
+    set_public(&st, &who, &project, public).await?;
+    Ok(ok())
+}
+
+/// Harbor keeps `public` as the string "true" or "false".
+fn public_flag(v: &str) -> ApiResult<bool> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(ApiErr::bad(format!("public is \"true\" or \"false\", not {other:?}"))),
+    }
+}
+
+async fn set_public(st: &AppState, who: &Subject, project: &ProjectRow, public: bool) -> ApiResult<()> {
     st.registry.db().set_project_public(project.id, public).await?;
     audit(
-        &st,
-        &who,
+        st,
+        who,
         "update",
         "project",
         &format!("{}/public={public}", project.name),
     )
     .await;
-    Ok(ok())
+    Ok(())
 }
 
 // ---- members ----

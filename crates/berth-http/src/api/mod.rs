@@ -535,9 +535,7 @@ impl FromRequestParts<AppState> for Caller {
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let same =
-                sent.len() == csrf.len() && sent.bytes().zip(csrf.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-            if !same {
+            if !berth_core::auth::constant_time_eq(sent, &csrf) {
                 return Err(ApiErr::new(StatusCode::FORBIDDEN, "CSRF token missing or invalid"));
             }
         }
