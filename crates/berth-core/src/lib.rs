@@ -7,6 +7,7 @@
 
 mod error;
 mod registry;
+pub mod shared;
 pub mod vanity;
 
 pub mod auth;

@@ -73,7 +73,18 @@ async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::
 async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     match st.registry.db().repository_id("").await {
-        Ok(_) => (axum::http::StatusCode::OK, "ready\n").into_response(),
+        Ok(_) => {
+            // Redis down degrades sessions but not pushes and pulls: say so
+            // without taking every replica out of the load balancer at once.
+            let redis = match &st.accounts {
+                Some(a) if a.shared().uses_redis() => match a.shared().check().await {
+                    Ok(()) => "redis: ok\n".to_string(),
+                    Err(e) => format!("redis: {}\n", e.message),
+                },
+                _ => String::new(),
+            };
+            (axum::http::StatusCode::OK, format!("ready\n{redis}")).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the database does not answer");
             (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// `n` of a paged listing is not a number.
     PaginationNumberInvalid,
+    /// A service berth depends on (the database, Redis, object storage) does not answer (503).
+    Unavailable,
     Unknown,
 }
 
@@ -57,6 +59,7 @@ impl ErrorCode {
             Unsupported => ("UNSUPPORTED", 405, "the operation is unsupported"),
             TooManyRequests => ("TOOMANYREQUESTS", 429, "too many requests"),
             PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),
+            Unavailable => ("UNAVAILABLE", 503, "a service the registry depends on is unavailable"),
             Unknown => ("UNKNOWN", 500, "unknown error"),
         }
     }
@@ -95,6 +98,7 @@ mod tests {
             (Denied, 403, "DENIED"),
             (Unsupported, 405, "UNSUPPORTED"),
             (TooManyRequests, 429, "TOOMANYREQUESTS"),
+            (Unavailable, 503, "UNAVAILABLE"),
             (Unknown, 500, "UNKNOWN"),
         ] {
             assert_eq!(code.status(), status, "{code:?}");

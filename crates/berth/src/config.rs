@@ -17,6 +17,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub server: Server,
     pub database: Database,
+    pub redis: Redis,
     pub storage: Storage,
     pub registry: Registry,
     pub auth: Auth,
@@ -159,6 +160,15 @@ pub struct Database {
     pub url: String,
 }
 
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redis {
+    /// redis://[:password@]host:port[/db], rediss:// or redis+unix:///path.
+    /// Empty: sessions and leases in the database, login counts and caches
+    /// in each replica.
+    pub url: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
@@ -194,6 +204,7 @@ impl Default for Config {
             data_dir: PathBuf::from("berth-data"),
             server: Server::default(),
             database: Database::default(),
+            redis: Redis::default(),
             storage: Storage::default(),
             registry: Registry::default(),
             auth: Auth::default(),
@@ -485,6 +496,10 @@ impl Loaded {
             berth_db::Dialect::from_url(&c.database.url)
                 .map_err(|e| ConfigError::Invalid(format!("database.url: {e}")))?;
         }
+        if !c.redis.url.is_empty() {
+            berth_core::shared::check_redis_url(&c.redis.url)
+                .map_err(|e| ConfigError::Invalid(format!("redis.url: {e}")))?;
+        }
         if c.registry.max_manifest_bytes < 4 << 20 {
             return Err(ConfigError::Invalid(format!(
                 "registry.max_manifest_bytes is {}; the OCI spec asks registries to accept at least 4 MiB (4194304)",
@@ -571,6 +586,14 @@ impl Loaded {
             Err(_) => berth_db::redact(&db),
         };
         out.push_str(&format!("  metadata: {db_text}\n"));
+        if self.config.redis.url.is_empty() {
+            out.push_str("  sessions: in the database; login counts and caches in each replica\n");
+        } else {
+            out.push_str(&format!(
+                "  sessions: Redis at {}, with login counts, caches and leases\n",
+                berth_db::redact(&self.config.redis.url)
+            ));
+        }
         out.push_str(&format!(
             "  blobs:    filesystem at {}\n",
             self.storage_path().display()
@@ -589,7 +612,7 @@ impl Loaded {
 
 fn value_text(key: &str, v: &toml::Value) -> String {
     match (key, v) {
-        ("database.url", toml::Value::String(s)) => format!("{:?}", berth_db::redact(s)),
+        ("database.url" | "redis.url", toml::Value::String(s)) => format!("{:?}", berth_db::redact(s)),
         ("auth.admin_password" | "auth.token_key", toml::Value::String(s)) if !s.is_empty() => "\"***\"".into(),
         _ => v.to_string(),
     }

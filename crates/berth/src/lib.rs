@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use berth_core::auth::{random_secret, AuthService, AuthSettings};
+use berth_core::shared::Shared;
 use berth_core::{Limits, Registry};
 
 use berth_db::Db;
@@ -151,7 +152,12 @@ async fn accounts(cfg: &Loaded, db: &Db) -> anyhow::Result<AuthService> {
         lockout: Duration::from_secs(a.lockout_secs),
         session_lifetime: Duration::from_secs(a.session_lifetime_secs),
     };
-    let service = AuthService::new(db.clone(), key, settings);
+    let shared = if cfg.config.redis.url.is_empty() {
+        Shared::local(db.clone())
+    } else {
+        Shared::with_redis(db.clone(), &cfg.config.redis.url).map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    let service = AuthService::new(db.clone(), key, settings).with_shared(Arc::new(shared));
     let configured = a.admin_password()?;
     if let Some(generated) = service
         .ensure_admin(configured.as_deref())
@@ -187,22 +193,22 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Removes expired uploads and sessions now and then, until the process ends.
-/// With several replicas, a lease in the database makes one of them do it.
-pub fn spawn_upload_purger(registry: Arc<Registry>, every: Duration, max_age: Duration) -> tokio::task::JoinHandle<()> {
+/// With several replicas, a lease (in Redis or the database) makes one of them do it.
+pub fn spawn_upload_purger(
+    registry: Arc<Registry>,
+    shared: Arc<Shared>,
+    every: Duration,
+    max_age: Duration,
+) -> tokio::task::JoinHandle<()> {
     let holder = random_secret(12);
     tokio::spawn(async move {
         let every = every.max(Duration::from_secs(1));
-        let ttl = (every * 2).as_millis() as i64;
+        let ttl = every * 2;
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            match registry.db().try_lease("purge-expired", &holder, ttl).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot take the purge lease");
-                    continue;
-                }
+            if !shared.lease("purge-expired", &holder, ttl).await {
+                continue;
             }
             match registry.purge_uploads(max_age).await {
                 Ok(0) => {}

@@ -266,6 +266,7 @@ async fn serve(cfg: Loaded) -> anyhow::Result<()> {
     let r = &cfg.config.registry;
     berth::spawn_upload_purger(
         app.registry.clone(),
+        app.accounts.shared().clone(),
         Duration::from_secs(r.upload_purge_interval_secs),
         Duration::from_secs(r.upload_expiry_secs),
     );

@@ -7,13 +7,16 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-async fn replicas_share_everything(db_url: &str) {
+async fn replicas_share_everything(db_url: &str, redis: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let shared = tmp.path().join("shared-storage");
-    let env = [
+    let mut env = vec![
         ("BERTH_DATABASE_URL", db_url),
         ("BERTH_STORAGE_PATH", shared.to_str().unwrap()),
     ];
+    if let Some(r) = redis {
+        env.push(("BERTH_REDIS_URL", r));
+    }
     // Started together: migrations, the first admin, the library project and
     // the token key are made once between them.
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -105,21 +108,7 @@ async fn replicas_share_everything(db_url: &str) {
 
     // A portal session started on one replica works on the others, CSRF included.
     let plain = reqwest::Client::new();
-    let resp = plain
-        .post(format!("{}/c/login", urls[0]))
-        .form(&[("principal", "admin"), ("password", ADMIN_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let sid = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf = resp.headers()["x-harbor-csrf-token"].to_str().unwrap().to_string();
+    let (sid, csrf) = portal_login(&urls[0]).await;
     let me: Value = plain
         .get(format!("{}/api/v2.0/users/current", urls[1]))
         .header("cookie", &sid)
@@ -159,7 +148,7 @@ fn three_replicas_on_postgresql_and_shared_storage() {
         let Some(t) = berth_db::testing::on_server(&url).await else {
             return;
         };
-        replicas_share_everything(&t.url).await;
+        replicas_share_everything(&t.url, None).await;
         t.drop_db().await;
     });
 }
@@ -172,7 +161,25 @@ fn three_replicas_on_mysql_and_shared_storage() {
         let Some(t) = berth_db::testing::on_server(&url).await else {
             return;
         };
-        replicas_share_everything(&t.url).await;
+        replicas_share_everything(&t.url, None).await;
+        t.drop_db().await;
+    });
+}
+
+#[test]
+fn three_replicas_on_postgresql_with_redis() {
+    if !have("redis-server", "--version") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&tmp.path().join("redis"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = berth_db::testing::server_urls()[0].clone();
+        let Some(t) = berth_db::testing::on_server(&url).await else {
+            return;
+        };
+        replicas_share_everything(&t.url, Some(&redis.url())).await;
         t.drop_db().await;
     });
 }

@@ -1,8 +1,7 @@
 //! Logging in, issuing tokens, and checking them on every registry request.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use berth_db::{AuditRow, Db, UserRow};
 use berth_oci::{ErrorCode, RepoName};
@@ -12,7 +11,18 @@ use super::policy::{project_perms, Perm, RobotPermission, Role, Subject};
 use super::secret;
 use super::token::{ClaimAccess, Claims, TokenSigner};
 use super::{Access, Action, Authorizer, Credentials, Principal, Resource};
+use crate::shared::{SessionData, Shared};
 use crate::{Error, Result};
+
+/// How long a verified password is remembered.
+const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(60);
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
 
 /// The answer of `/service/token`, in the shape docker expects.
 #[derive(Clone, Debug, Serialize)]
@@ -21,39 +31,6 @@ pub struct TokenReply {
     pub access_token: String,
     pub expires_in: i64,
     pub issued_at: String,
-}
-
-/// Counts failed logins per account and refuses further tries for a while.
-struct Throttle {
-    max_failures: u32,
-    window: Duration,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-impl Throttle {
-    fn blocked(&self, who: &str) -> Option<Duration> {
-        let map = self.failures.lock().unwrap();
-        let (n, since) = map.get(who)?;
-        let left = self.window.checked_sub(since.elapsed())?;
-        (*n >= self.max_failures).then_some(left)
-    }
-
-    fn fail(&self, who: &str) {
-        let mut map = self.failures.lock().unwrap();
-        let e = map.entry(who.to_string()).or_insert((0, Instant::now()));
-        if e.1.elapsed() > self.window {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-        if map.len() > 100_000 {
-            let window = self.window;
-            map.retain(|_, (_, t)| t.elapsed() <= window);
-        }
-    }
-
-    fn succeed(&self, who: &str) {
-        self.failures.lock().unwrap().remove(who);
-    }
 }
 
 pub struct AuthSettings {
@@ -91,7 +68,10 @@ pub struct AuthService {
     db: Db,
     signer: TokenSigner,
     settings: AuthSettings,
-    throttle: Throttle,
+    shared: Arc<Shared>,
+    /// Keys the cache of verified passwords, so that what it stores says
+    /// nothing to someone who can read Redis but not the configuration.
+    cache_key: Vec<u8>,
 }
 
 fn now_secs() -> i64 {
@@ -104,18 +84,26 @@ fn unauthorized(msg: &str) -> Error {
 
 impl AuthService {
     pub fn new(db: Db, key: Vec<u8>, settings: AuthSettings) -> AuthService {
+        let cache_key = hmac_sha256(&key, b"berth password cache");
         let signer = TokenSigner::new(key, "berth-token-issuer", settings.leeway.as_secs() as i64);
-        let throttle = Throttle {
-            max_failures: settings.max_failed_logins,
-            window: settings.lockout,
-            failures: Mutex::new(HashMap::new()),
-        };
         AuthService {
+            shared: Arc::new(Shared::local(db.clone())),
             db,
             signer,
             settings,
-            throttle,
+            cache_key,
         }
+    }
+
+    /// Keeps sessions, login counts, leases and caches in `shared`
+    /// (Redis, when configured) instead of the database and this process.
+    pub fn with_shared(mut self, shared: Arc<Shared>) -> AuthService {
+        self.shared = shared;
+        self
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub fn service(&self) -> &str {
@@ -145,7 +133,8 @@ impl AuthService {
     /// Checks a username (or `robot$...` name) and password or secret.
     /// Failures are logged in the audit log and, repeated, answered with 429.
     pub async fn login(&self, username: &str, password: &str) -> Result<Subject> {
-        if let Some(left) = self.throttle.blocked(username) {
+        let (max, window) = (self.settings.max_failed_logins, self.settings.lockout);
+        if let Some(left) = self.shared.login_blocked(username, max, window).await {
             return Err(Error::new(
                 ErrorCode::TooManyRequests,
                 format!(
@@ -157,11 +146,11 @@ impl AuthService {
         let subject = self.check_credentials(username, password).await?;
         match subject {
             Some(s) => {
-                self.throttle.succeed(username);
+                self.shared.login_succeeded(username).await;
                 Ok(s)
             }
             None => {
-                self.throttle.fail(username);
+                self.shared.login_failed(username, window).await;
                 self.audit(username, "login", "user", username, false).await;
                 Err(unauthorized("invalid username or password"))
             }
@@ -190,11 +179,28 @@ impl AuthService {
             let _ = secret::verify_password(password, DUMMY_HASH);
             return Ok(None);
         };
-        let hash = u.password_hash.clone();
-        let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || secret::verify_password(&pw, &hash))
-            .await
-            .unwrap_or(false);
+        // argon2 is slow on purpose; a client that sends its password with
+        // every request (docker, skopeo, API scripts) pays it once a minute.
+        // The key covers the stored hash, so a changed password misses.
+        let mut msg = Vec::new();
+        for part in [username.as_bytes(), u.password_hash.as_bytes(), password.as_bytes()] {
+            msg.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            msg.extend_from_slice(part);
+        }
+        let cache_key = format!("pw:{}", hex::encode(hmac_sha256(&self.cache_key, &msg)));
+        let ok = if self.shared.cache_get(&cache_key).await.is_some() {
+            true
+        } else {
+            let hash = u.password_hash.clone();
+            let pw = password.to_string();
+            let ok = tokio::task::spawn_blocking(move || secret::verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false);
+            if ok {
+                self.shared.cache_put(&cache_key, b"1", PASSWORD_CACHE_TTL).await;
+            }
+            ok
+        };
         Ok(ok.then_some(Subject::User {
             id: u.id,
             name: u.username,
@@ -284,9 +290,12 @@ impl AuthService {
         };
         let cookie = secret::random_secret(32);
         let csrf = secret::random_secret(24);
-        let expires = berth_db::now_ms() + self.settings.session_lifetime.as_millis() as i64;
-        self.db
-            .create_session(&secret::hash_secret(&cookie), user_id, &csrf, expires)
+        let data = SessionData {
+            user_id,
+            csrf: csrf.clone(),
+        };
+        self.shared
+            .session_create(&secret::hash_secret(&cookie), &data, self.settings.session_lifetime)
             .await?;
         self.audit(who.name(), "login", "user", who.name(), true).await;
         Ok(NewSession {
@@ -298,7 +307,7 @@ impl AuthService {
 
     /// The user and CSRF token of a live session cookie.
     pub async fn session(&self, cookie: &str) -> Result<Option<(Subject, String)>> {
-        let Some(s) = self.db.session(&secret::hash_secret(cookie)).await? else {
+        let Some(s) = self.shared.session(&secret::hash_secret(cookie)).await? else {
             return Ok(None);
         };
         let Some(u) = self.db.user_by_id(s.user_id).await? else {
@@ -315,7 +324,7 @@ impl AuthService {
     }
 
     pub async fn end_session(&self, cookie: &str) -> Result<()> {
-        self.db.delete_session(&secret::hash_secret(cookie)).await?;
+        self.shared.session_delete(&secret::hash_secret(cookie)).await?;
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, head, patch, post, put, MethodRouter};
 use axum::Router;
 use berth_core::auth::{project_perms, Perm, Perms, Subject};
-use berth_core::{Error, ErrorCode};
+use berth_core::Error;
 use berth_db::ProjectRow;
 
 use crate::AppState;
@@ -463,18 +463,7 @@ impl ApiErr {
 
 impl From<Error> for ApiErr {
     fn from(e: Error) -> ApiErr {
-        let status = match e.code {
-            ErrorCode::BlobUnknown
-            | ErrorCode::ManifestUnknown
-            | ErrorCode::NameUnknown
-            | ErrorCode::BlobUploadUnknown => StatusCode::NOT_FOUND,
-            ErrorCode::Denied => StatusCode::FORBIDDEN,
-            ErrorCode::InUse => StatusCode::CONFLICT,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
+        let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiErr::new(status, e.message)
     }
 }
