@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every berth test: formatting, lints, unit, database, API, black-box and
 # crash tests. First installs what the tests drive (skopeo, podman, buildah,
-# Go, git, nginx, the oras Python client, kubernetes-validate) when missing, so it works on a fresh
-# machine; running it again installs nothing.
+# Go, git, nginx, redis-server, the oras Python client, kubernetes-validate,
+# and s3s-fs, an S3 server built once from crates.io) when missing, so it
+# works on a fresh machine; running it again installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ command -v git >/dev/null 2>&1 || missing+=(git)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
@@ -30,6 +32,10 @@ fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "==> installing kubernetes-validate"
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "==> building s3s-fs, the S3 server the storage tests run against (once)"
+  cargo install --quiet --locked --features binary s3s-fs@0.14.1
 fi
 
 # The database suite runs on PostgreSQL and MariaDB as well as SQLite. Start

@@ -163,6 +163,16 @@ impl Registry {
         })
     }
 
+    /// Where the client may fetch a blob directly (a presigned URL), when the
+    /// storage backend is configured to hand those out. Call after
+    /// [`Registry::stat_blob`], which checks the repository holds the blob.
+    pub async fn blob_redirect(&self, digest: &Digest) -> Result<Option<String>> {
+        self.store
+            .redirect_url(digest)
+            .await
+            .map_err(|e| storage_error("presigning a blob URL", e))
+    }
+
     /// Unlinks a blob from the repository. Refused while a manifest here uses it.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let id = self

@@ -511,6 +511,16 @@ fn parse_range(h: &HeaderMap, size: u64) -> std::result::Result<Option<(u64, u64
 async fn get_blob(st: &AppState, name: &RepoName, d: &Digest, method: &Method, h: &HeaderMap) -> Result<Response> {
     let reg = &st.registry;
     let size = reg.stat_blob(name, d).await?;
+    if *method == Method::GET {
+        if let Some(url) = reg.blob_redirect(d).await? {
+            return Ok(Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(header::LOCATION, url)
+                .header(r::CONTENT_DIGEST, d.to_string())
+                .body(Body::empty())
+                .expect("valid response"));
+        }
+    }
     let range = match parse_range(h, size) {
         Ok(r) => r,
         Err(()) => {

@@ -4,8 +4,8 @@
 //! This crate knows digests and upload ids, never repositories or manifests.
 //!
 //! Every backend passes the suite in [`testsuite`] (run it from the backend's
-//! tests). The in-memory backend exists only behind the `memory` feature, for
-//! tests: a server cannot be configured to keep image data in memory.
+//! tests). The in-memory backend exists only behind the `testing` feature:
+//! a server cannot be configured to keep image data in memory.
 
 use std::io;
 use std::pin::Pin;
@@ -16,14 +16,16 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 mod fs;
-#[cfg(feature = "memory")]
+#[cfg(feature = "testing")]
 mod memory;
-#[cfg(any(test, feature = "memory"))]
+mod s3;
+#[cfg(feature = "testing")]
 pub mod testsuite;
 
 pub use fs::FsStore;
-#[cfg(feature = "memory")]
+#[cfg(feature = "testing")]
 pub use memory::MemoryStore;
+pub use s3::{S3Config, S3Store};
 
 /// A stream of bytes: the body of a request or of a stored blob.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

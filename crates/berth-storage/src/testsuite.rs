@@ -120,3 +120,86 @@ async fn failed_append_leaves_upload_as_it_was(store: &dyn BlobStore) {
     assert_eq!(collect(store.upload_read(&u).await.unwrap()).await, b"abcdef");
     store.upload_cancel(&u).await.unwrap();
 }
+
+/// A real S3 server for tests: `s3s-fs` (from crates.io; the test command
+/// installs it) serving a directory, on a port the OS picks. Stopped when
+/// dropped.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+    pub root: std::path::PathBuf,
+}
+
+pub const S3_ACCESS_KEY: &str = "berth-test";
+pub const S3_SECRET_KEY: &str = "berth-test-secret";
+
+impl S3Server {
+    /// Starts the server with one empty bucket, `bucket`. None when s3s-fs
+    /// is not installed and this is not CI (which the caller reports).
+    pub fn start(root: &std::path::Path, bucket: &str) -> Option<S3Server> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        std::fs::create_dir_all(root.join(bucket)).expect("creating the bucket directory");
+        let spawned = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", "0", "--access-key", S3_ACCESS_KEY])
+            .args(["--secret-key", S3_SECRET_KEY])
+            .arg(root)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(!ci, "s3s-fs is required in CI (the test command installs it): {e}");
+                eprintln!(
+                    "\n!!!!!!!! SKIPPED: s3s-fs is not installed ({e}); run the README's test command !!!!!!!!\n"
+                );
+                return None;
+            }
+        };
+        // It logs "server is running at http://127.0.0.1:PORT" once it listens.
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for r in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(r).lines().map_while(|l| l.ok()) {
+                    if let Some(i) = line.find("server is running at ") {
+                        let _ = tx.send(line[i + 21..].trim().to_string());
+                    }
+                }
+            });
+        }
+        let endpoint = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("s3s-fs did not say where it listens");
+        Some(S3Server {
+            child,
+            endpoint,
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn config(&self, bucket: &str, prefix: &str) -> crate::S3Config {
+        crate::S3Config {
+            bucket: bucket.into(),
+            endpoint: self.endpoint.clone(),
+            region: "us-east-1".into(),
+            access_key: S3_ACCESS_KEY.into(),
+            secret_key: S3_SECRET_KEY.into(),
+            prefix: prefix.into(),
+            redirect: None,
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

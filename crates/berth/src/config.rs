@@ -172,10 +172,28 @@ pub struct Redis {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
-    /// Blob storage backend: "filesystem".
+    /// Blob storage backend: "filesystem" or "s3".
     pub backend: String,
     /// Root of the filesystem backend. Empty: data_dir/storage.
     pub path: String,
+    pub s3: S3,
+}
+
+/// An S3-compatible bucket (AWS, Ceph RGW, MinIO, Garage...).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3 {
+    pub bucket: String,
+    /// `https://host[:port]`. Empty: AWS's endpoint for `region`.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Key prefix inside the bucket.
+    pub prefix: String,
+    /// Above 0: blob downloads are redirected to presigned URLs valid this
+    /// many seconds, so bytes flow from the bucket, not through berth.
+    pub redirect_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -231,6 +249,7 @@ impl Default for Storage {
         Storage {
             backend: "filesystem".into(),
             path: String::new(),
+            s3: S3::default(),
         }
     }
 }
@@ -486,11 +505,40 @@ impl Loaded {
             p.parse::<berth_http::forwarded::Net>()
                 .map_err(|e| ConfigError::Invalid(format!("server.trusted_proxies: {e}")))?;
         }
-        if c.storage.backend != "filesystem" {
-            return Err(ConfigError::Invalid(format!(
-                "storage.backend {:?} is not supported; use \"filesystem\"",
-                c.storage.backend
-            )));
+        match c.storage.backend.as_str() {
+            "filesystem" => {
+                if c.storage.s3 != S3::default() {
+                    return Err(ConfigError::Invalid(
+                        "storage.s3 is set but storage.backend is \"filesystem\"; set storage.backend = \"s3\" \
+                         or remove the storage.s3 settings"
+                            .into(),
+                    ));
+                }
+            }
+            "s3" => {
+                if !c.storage.path.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "storage.path is for the filesystem backend; with storage.backend = \"s3\" blobs go to \
+                         storage.s3.bucket"
+                            .into(),
+                    ));
+                }
+                if c.storage.s3.bucket.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "storage.backend is \"s3\" but storage.s3.bucket is empty".into(),
+                    ));
+                }
+                if c.storage.s3.access_key.is_empty() != c.storage.s3.secret_key.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "storage.s3.access_key and storage.s3.secret_key go together".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.backend {other:?} is not supported; use \"filesystem\" or \"s3\""
+                )));
+            }
         }
         if !c.database.url.is_empty() {
             berth_db::Dialect::from_url(&c.database.url)
@@ -548,6 +596,20 @@ impl Loaded {
         }
     }
 
+    /// The S3 backend's settings, when it is the one configured.
+    pub fn s3(&self) -> Option<berth_storage::S3Config> {
+        let s = &self.config.storage.s3;
+        (self.config.storage.backend == "s3").then(|| berth_storage::S3Config {
+            bucket: s.bucket.clone(),
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            access_key: s.access_key.clone(),
+            secret_key: s.secret_key.clone(),
+            prefix: s.prefix.clone(),
+            redirect: (s.redirect_secs > 0).then(|| std::time::Duration::from_secs(s.redirect_secs)),
+        })
+    }
+
     pub fn database_url(&self) -> String {
         if self.config.database.url.is_empty() {
             format!("sqlite://{}?mode=rwc", self.data_dir().join("berth.db").display())
@@ -594,11 +656,23 @@ impl Loaded {
                 berth_db::redact(&self.config.redis.url)
             ));
         }
-        out.push_str(&format!(
-            "  blobs:    filesystem at {}\n",
-            self.storage_path().display()
-        ));
-        for p in [self.data_dir(), self.storage_path()] {
+        let mut local = vec![self.data_dir()];
+        if self.config.storage.backend == "s3" {
+            let s3 = &self.config.storage.s3;
+            let at = if s3.endpoint.is_empty() {
+                "AWS"
+            } else {
+                s3.endpoint.as_str()
+            };
+            out.push_str(&format!("  blobs:    S3 bucket {} at {at}\n", s3.bucket));
+        } else {
+            out.push_str(&format!(
+                "  blobs:    filesystem at {}\n",
+                self.storage_path().display()
+            ));
+            local.push(self.storage_path());
+        }
+        for p in local {
             if let Some(fs) = volatile_fs(&p) {
                 out.push_str(&format!(
                     "  warning:  {} is on {fs}, which the kernel keeps in memory: its contents are lost on reboot\n",
@@ -613,7 +687,11 @@ impl Loaded {
 fn value_text(key: &str, v: &toml::Value) -> String {
     match (key, v) {
         ("database.url" | "redis.url", toml::Value::String(s)) => format!("{:?}", berth_db::redact(s)),
-        ("auth.admin_password" | "auth.token_key", toml::Value::String(s)) if !s.is_empty() => "\"***\"".into(),
+        ("auth.admin_password" | "auth.token_key" | "storage.s3.secret_key", toml::Value::String(s))
+            if !s.is_empty() =>
+        {
+            "\"***\"".into()
+        }
         _ => v.to_string(),
     }
 }
@@ -761,6 +839,68 @@ mod tests {
                 Loaded::load(None, env(&[(k, v)]), &Flags::default()).is_err(),
                 "{k}={v} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn s3_and_redis_settings_are_checked_and_their_secrets_not_printed() {
+        let ok = Loaded::load(
+            None,
+            env(&[
+                ("BERTH_STORAGE_BACKEND", "s3"),
+                ("BERTH_STORAGE_S3_BUCKET", "images"),
+                ("BERTH_STORAGE_S3_ENDPOINT", "https://s3.example.test"),
+                ("BERTH_STORAGE_S3_ACCESS_KEY", "AKID"),
+                ("BERTH_STORAGE_S3_SECRET_KEY", "very-secret-key"),
+                ("BERTH_REDIS_URL", "redis://:redis-pass@10.0.0.5:6379/2"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        let report = ok.report();
+        assert!(
+            !report.contains("very-secret-key") && !report.contains("redis-pass"),
+            "{report}"
+        );
+        assert!(
+            report.contains("blobs:    S3 bucket images at https://s3.example.test"),
+            "{report}"
+        );
+        assert!(
+            report.contains("sessions: Redis at redis://:***@10.0.0.5:6379/2"),
+            "{report}"
+        );
+        assert_eq!(ok.s3().unwrap().bucket, "images");
+
+        for (bad, says) in [
+            (vec![("BERTH_STORAGE_BACKEND", "s3")], "storage.s3.bucket is empty"),
+            (
+                vec![
+                    ("BERTH_STORAGE_BACKEND", "s3"),
+                    ("BERTH_STORAGE_S3_BUCKET", "b"),
+                    ("BERTH_STORAGE_PATH", "/srv"),
+                ],
+                "storage.path is for the filesystem backend",
+            ),
+            // S3 settings with the default backend would leave blobs on local disk unnoticed.
+            (
+                vec![("BERTH_STORAGE_S3_BUCKET", "b")],
+                "storage.backend is \"filesystem\"",
+            ),
+            (
+                vec![
+                    ("BERTH_STORAGE_BACKEND", "s3"),
+                    ("BERTH_STORAGE_S3_BUCKET", "b"),
+                    ("BERTH_STORAGE_S3_ACCESS_KEY", "k"),
+                ],
+                "go together",
+            ),
+            (vec![("BERTH_REDIS_URL", "http://cache:6379")], "redis.url"),
+        ] {
+            let err = Loaded::load(None, env(&bad), &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
         }
     }
 

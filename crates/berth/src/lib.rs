@@ -19,7 +19,7 @@ use berth_core::{Limits, Registry};
 
 use berth_db::Db;
 use berth_http::AppState;
-use berth_storage::FsStore;
+use berth_storage::{FsStore, S3Store};
 use tokio::net::TcpListener;
 
 use crate::config::Loaded;
@@ -37,7 +37,17 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
     let data_dir = cfg.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let store = FsStore::open(cfg.storage_path()).context("opening blob storage")?;
+    let store: Arc<dyn berth_storage::BlobStore> = match cfg.s3() {
+        Some(s3) => {
+            let s3 = S3Store::new(s3).map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
+            tokio::time::timeout(Duration::from_secs(60), s3.probe())
+                .await
+                .map_err(|_| anyhow::anyhow!("storage.s3: the bucket did not answer within 60 s"))?
+                .map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
+            Arc::new(s3)
+        }
+        None => Arc::new(FsStore::open(cfg.storage_path()).context("opening blob storage")?),
+    };
     let url = cfg.database_url();
     let db = Db::connect(&url)
         .await
@@ -46,7 +56,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         max_manifest_bytes: cfg.config.registry.max_manifest_bytes as usize,
         ..Limits::default()
     };
-    let registry = Arc::new(Registry::new(db.clone(), Arc::new(store), limits));
+    let registry = Arc::new(Registry::new(db.clone(), store, limits));
     let accounts = Arc::new(accounts(cfg, &db).await?);
     // Vanity paths answer for `vanity.hosts`: from the file if one is named,
     // and from the database (managed through the API) always.
