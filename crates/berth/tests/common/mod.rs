@@ -121,7 +121,11 @@ impl Berth {
         ));
         let logfile = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BERTH);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.arg("serve");
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
@@ -222,10 +226,19 @@ pub fn berth(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 
 /// Writes the test image layout (tags v1 and multi) and returns the v1 digest.
 pub fn make_image(dir: &Path, layers: usize) -> String {
+    make_image_sized(dir, layers, 1000)
+}
+
+/// As [`make_image`], with layer i of v1 holding `unit * (i + 1)` random bytes.
+pub fn make_image_sized(dir: &Path, layers: usize, unit: usize) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkimage.py");
-    run(Command::new("python3").arg(script).arg(dir).arg(layers.to_string()))
-        .trim()
-        .to_string()
+    run(Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg(layers.to_string())
+        .arg(unit.to_string()))
+    .trim()
+    .to_string()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
