@@ -3,6 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::Dialect;
 use crate::{like_escape, now_ms, opt_string, Db, Result};
 
 fn text(r: &AnyRow, col: &str) -> Result<String> {
@@ -379,6 +380,33 @@ impl Db {
     }
 
     /// Number of repositories with at least one manifest in the project.
+    /// Bytes the project's repositories hold: each blob and manifest counted
+    /// once however many repositories of the project share it.
+    pub async fn project_storage(&self, project: &str) -> Result<i64> {
+        let pattern = format!("{}/%", like_escape(project));
+        let sum = match self.dialect {
+            Dialect::Postgres => "CAST(COALESCE(SUM(size), 0) AS BIGINT)",
+            Dialect::Mysql => "CAST(COALESCE(SUM(size), 0) AS SIGNED)",
+            Dialect::Sqlite => "COALESCE(SUM(size), 0)",
+        };
+        let sql = format!(
+            "SELECT {sum} FROM (\
+             SELECT b.digest, b.size FROM blobs b \
+             JOIN repository_blobs rb ON rb.digest = b.digest \
+             JOIN repositories r ON r.id = rb.repository_id WHERE r.name LIKE ? ESCAPE '!' \
+             UNION \
+             SELECT m.digest, m.size FROM manifests m \
+             JOIN repositories r ON r.id = m.repository_id WHERE r.name LIKE ? ESCAPE '!') t"
+        );
+        let n: i64 = sqlx::query(&self.q(&sql))
+            .bind(&pattern)
+            .bind(&pattern)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n)
+    }
+
     pub async fn project_repository_count(&self, project: &str) -> Result<i64> {
         let pattern = format!("{}/%", like_escape(project));
         let n: i64 = sqlx::query(

@@ -293,6 +293,41 @@ impl Db {
     }
 
     /// Indexes in the repository that list the manifest as a child.
+    /// Bytes an artifact occupies: its manifest, the blobs it references,
+    /// and for an index its children and their blobs, each counted once.
+    pub async fn artifact_size(&self, repo: i64, digest: &str) -> Result<i64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut todo = vec![(digest.to_string(), true)];
+        let mut total = 0i64;
+        while let Some((d, is_manifest)) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if is_manifest {
+                let Some(m) = self.manifest(repo, &d).await? else {
+                    continue;
+                };
+                total += m.size;
+                let refs = sqlx::query(
+                    &self.q("SELECT target_digest, target_is_manifest FROM manifest_references \
+                     WHERE repository_id = ? AND manifest_digest = ?"),
+                )
+                .bind(repo)
+                .bind(&d)
+                .fetch_all(&self.pool)
+                .await?;
+                for r in refs {
+                    let target = opt_string(&r, "target_digest")?.unwrap_or_default();
+                    let child: i64 = r.try_get(1)?;
+                    todo.push((target, child != 0));
+                }
+            } else if let Some(size) = self.repository_blob(repo, &d).await? {
+                total += size;
+            }
+        }
+        Ok(total)
+    }
+
     pub async fn manifest_parents(&self, repo: i64, digest: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(&self.q("SELECT manifest_digest FROM manifest_references \
              WHERE repository_id = ? AND target_digest = ? AND target_is_manifest = 1 ORDER BY manifest_digest"))

@@ -281,3 +281,65 @@ async fn repository_listing_artifacts_and_tags() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn project_storage_counts_shared_content_once() {
+    each(async |db| {
+        assert_eq!(db.project_storage("p").await.unwrap(), 0);
+        let a = db.ensure_repository("p/a").await.unwrap();
+        let b = db.ensure_repository("p/sub/b").await.unwrap();
+        let other = db.ensure_repository("q/a").await.unwrap();
+        // A layer shared by two repositories of p, one of p/a alone, one elsewhere.
+        db.link_blob(a, &digest(1), 1000, None).await.unwrap();
+        db.link_blob(b, &digest(1), 1000, None).await.unwrap();
+        db.link_blob(a, &digest(2), 20, None).await.unwrap();
+        db.link_blob(other, &digest(3), 5, None).await.unwrap();
+        let m = ManifestRecord {
+            row: row(&digest(100), None, None),
+            references: vec![ManifestReference {
+                digest: digest(1),
+                is_manifest: false,
+            }],
+            tag: Some("v1".into()),
+        };
+        db.put_manifest(a, &m).await.unwrap();
+        db.put_manifest(b, &m).await.unwrap();
+        // 1000 + 20 + one manifest of 123 bytes.
+        assert_eq!(db.project_storage("p").await.unwrap(), 1143);
+        assert_eq!(db.project_storage("q").await.unwrap(), 5);
+        // LIKE wildcards in a name match only themselves.
+        assert_eq!(db.project_storage("_").await.unwrap(), 0);
+
+        // An artifact's size: its manifest and what it references; an
+        // index adds its children, each blob counted once.
+        assert_eq!(db.artifact_size(a, &digest(100)).await.unwrap(), 123 + 1000);
+        let child2 = ManifestRecord {
+            row: row(&digest(101), None, None),
+            references: vec![
+                ManifestReference {
+                    digest: digest(1),
+                    is_manifest: false,
+                },
+                ManifestReference {
+                    digest: digest(2),
+                    is_manifest: false,
+                },
+            ],
+            tag: None,
+        };
+        db.put_manifest(a, &child2).await.unwrap();
+        let index = ManifestRecord {
+            row: row(&digest(102), None, None),
+            references: [100, 101]
+                .map(|n| ManifestReference {
+                    digest: digest(n),
+                    is_manifest: true,
+                })
+                .to_vec(),
+            tag: Some("multi".into()),
+        };
+        db.put_manifest(a, &index).await.unwrap();
+        assert_eq!(db.artifact_size(a, &digest(102)).await.unwrap(), 3 * 123 + 1000 + 20);
+    })
+    .await;
+}

@@ -522,6 +522,7 @@ pub async fn project_summary(
         "developer_count": count(Role::Developer),
         "guest_count": count(Role::Guest),
         "limited_guest_count": count(Role::LimitedGuest),
+        "quota": {"hard": {"storage": -1}, "used": {"storage": db.project_storage(&project.name).await?}},
     })))
 }
 
@@ -973,7 +974,7 @@ async fn artifact_json(
         "type": artifact_type(m),
         "project_id": project.id,
         "repository_id": repo,
-        "size": m.size,
+        "size": db.artifact_size(repo, &m.digest).await?,
         "push_time": time(m.pushed_at),
         "annotations": annotations,
         "subject": m.subject,
