@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every berth test: formatting, lints, unit, database, API, black-box and
 # crash tests. First installs what the tests drive (skopeo, podman, buildah,
-# Go, git, nginx, redis-server, the oras Python client, kubernetes-validate,
-# and s3s-fs, an S3 server built once from crates.io) when missing, so it
-# works on a fresh machine; running it again installs nothing.
+# Go, git, nginx, redis-server, Chromium, the oras Python client,
+# kubernetes-validate, playwright-core from npm, and s3s-fs, an S3 server
+# built once from crates.io) when missing, so it works on a fresh machine;
+# running it again installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
@@ -32,6 +35,10 @@ fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "==> installing kubernetes-validate"
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+if [ ! -d crates/berth/tests/browser/node_modules/playwright-core ]; then
+  echo "==> installing playwright-core for the browser tests"
+  (cd crates/berth/tests/browser && npm ci --no-audit --no-fund --silent)
 fi
 if ! command -v s3s-fs >/dev/null 2>&1; then
   echo "==> building s3s-fs, the S3 server the storage tests run against (once)"

@@ -7,6 +7,7 @@
 pub mod api;
 mod endpoint;
 pub mod forwarded;
+pub mod portal;
 mod response;
 mod token;
 mod v2;
@@ -50,8 +51,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(v2::not_found)
+        .with_state(state.clone())
+        .merge(portal::router(state))
         .layer(axum::middleware::map_request(host_from_authority))
-        .with_state(state)
 }
 
 /// HTTP/2 carries the host in `:authority`, not `Host`; give handlers a Host

@@ -1,0 +1,1155 @@
+//! The web portal: pages rendered on the server from templates compiled into
+//! the binary. Reading works without JavaScript; `berth.js` only adds copy
+//! buttons and confirmations.
+//!
+//! The portal is a client of the Harbor API, in process: every page asks
+//! `/api/v2.0` for what it shows, and every form becomes one API call made
+//! with the visitor's own session. So the portal can show or do nothing that
+//! the API would not allow that person, and the API's authorization table
+//! covers the portal too. Forms carry the session's CSRF token, which is
+//! passed on as the API's CSRF header: a form without it is refused by the
+//! same check that guards the API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use berth_core::auth::{constant_time_eq, random_secret, Subject};
+use minijinja::Environment;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::api::{session_cookie, CSRF_HEADER, SESSION_COOKIE};
+use crate::response::header as hv;
+use crate::AppState;
+
+/// The cookie that guards the sign-in form before there is a session.
+const LOGIN_COOKIE: &str = "berth_login";
+
+type Fields = HashMap<String, String>;
+
+#[derive(Clone)]
+pub struct Portal {
+    st: AppState,
+    api: Router,
+    env: Arc<Environment<'static>>,
+}
+
+macro_rules! templates {
+    ($env:ident, $($name:literal),* $(,)?) => {
+        $( $env.add_template($name, include_str!(concat!("templates/", $name))).expect($name); )*
+    };
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    templates!(
+        env,
+        "base.html",
+        "login.html",
+        "error.html",
+        "dashboard.html",
+        "projects.html",
+        "project.html",
+        "repository.html",
+        "members.html",
+        "robots.html",
+        "settings.html",
+        "logs.html",
+        "vanity.html",
+        "users.html",
+        "system.html",
+        "audit.html",
+        "password.html",
+    );
+    env.add_filter("size", |n: i64| human_size(n));
+    env.add_filter("short", |d: String| {
+        let hex = d.split_once(':').map(|x| x.1).unwrap_or(&d);
+        hex.chars().take(12).collect::<String>()
+    });
+    env.add_filter("when", |t: String| {
+        t.replace('T', " ").trim_end_matches('Z').to_string()
+    });
+    env
+}
+
+pub fn human_size(n: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// The portal's routes, to be merged beside the API and the registry.
+pub fn router(st: AppState) -> Router {
+    let portal = Portal {
+        api: crate::api::router().with_state(st.clone()),
+        st,
+        env: Arc::new(environment()),
+    };
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/projects", get(projects).post(create_project))
+        .route("/projects/{p}", get(project))
+        .route("/projects/{p}/delete", post(delete_project))
+        .route("/projects/{p}/repos/{*repo}", get(repository))
+        .route("/projects/{p}/artifacts/delete", post(delete_artifact))
+        .route("/projects/{p}/tags/delete", post(delete_tag))
+        .route("/projects/{p}/members", get(members).post(add_member))
+        .route("/projects/{p}/members/{mid}/delete", post(remove_member))
+        .route("/projects/{p}/robots", get(robots).post(create_robot))
+        .route("/projects/{p}/robots/{id}/delete", post(delete_robot))
+        .route("/projects/{p}/settings", get(settings).post(save_settings))
+        .route("/projects/{p}/logs", get(logs))
+        .route("/projects/{p}/vanity", get(vanity).post(add_vanity))
+        .route("/projects/{p}/vanity/{id}/delete", post(delete_vanity))
+        .route("/admin/users", get(users).post(create_user))
+        .route("/admin/system", get(system).post(save_system))
+        .route("/admin/audit", get(audit))
+        .route("/account/password", get(password_form).post(change_password))
+        .route(
+            "/static/berth.css",
+            get(|| asset("text/css", include_str!("static/berth.css"))),
+        )
+        .route(
+            "/static/berth.js",
+            get(|| asset("text/javascript", include_str!("static/berth.js"))),
+        )
+        .with_state(portal)
+}
+
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=3600")],
+        body,
+    )
+        .into_response()
+}
+
+/// Who is asking, and what their forms must carry.
+struct Visitor {
+    headers: HeaderMap,
+    sid: Option<String>,
+    who: Subject,
+    csrf: String,
+}
+
+impl Visitor {
+    fn signed_in(&self) -> bool {
+        !matches!(self.who, Subject::Anonymous)
+    }
+}
+
+/// An answer of the API: status and JSON body (Null when empty).
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    headers: HeaderMap,
+}
+
+impl Reply {
+    fn ok(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// The API's error message, for showing.
+    fn message(&self) -> String {
+        self.body["errors"][0]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.status.to_string())
+    }
+
+    fn items(&self) -> Vec<Value> {
+        self.body.as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A repository's name inside its project as the API's path wants it:
+/// slashes encoded twice, as Harbor's portal does.
+fn api_repo(rel: &str) -> String {
+    rel.split('/').map(enc).collect::<Vec<_>>().join("%252F")
+}
+
+impl Portal {
+    async fn visitor(&self, headers: &HeaderMap) -> Result<Visitor, Response> {
+        let sid = session_cookie(headers);
+        let (who, csrf) = match (&sid, &self.st.accounts) {
+            (Some(sid), Some(a)) => match a.session(sid).await {
+                Ok(Some((who, csrf))) => (who, csrf),
+                Ok(None) => (Subject::Anonymous, String::new()),
+                Err(e) => {
+                    return Err(self.error(
+                        None,
+                        StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        &e.message,
+                    ))
+                }
+            },
+            _ => (Subject::Anonymous, String::new()),
+        };
+        Ok(Visitor {
+            headers: headers.clone(),
+            sid,
+            who,
+            csrf,
+        })
+    }
+
+    /// Calls the API as the visitor. `csrf` is what the visitor's form sent.
+    async fn call(&self, v: &Visitor, method: Method, path: &str, body: Option<Value>, csrf: Option<&str>) -> Reply {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", crate::api::PREFIX));
+        for name in [header::HOST, header::USER_AGENT] {
+            if let Some(h) = v.headers.get(&name) {
+                b = b.header(name, h);
+            }
+        }
+        if let Some(h) = v.headers.get(crate::forwarded::SCHEME_HEADER) {
+            b = b.header(crate::forwarded::SCHEME_HEADER, h);
+        }
+        if let Some(sid) = &v.sid {
+            b = b.header(header::COOKIE, format!("{SESSION_COOKIE}={sid}"));
+        }
+        if let Some(c) = csrf {
+            b = b.header(CSRF_HEADER, c);
+        }
+        let req = match body {
+            Some(j) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(j.to_string())),
+            None => b.body(Body::empty()),
+        }
+        .expect("valid request");
+        let resp = self.api.clone().oneshot(req).await.expect("routers are infallible");
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+        Reply {
+            status: parts.status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers: parts.headers,
+        }
+    }
+
+    async fn get(&self, v: &Visitor, path: &str) -> Reply {
+        self.call(v, Method::GET, path, None, None).await
+    }
+
+    fn render(&self, v: Option<&Visitor>, name: &str, status: StatusCode, mut ctx: Value) -> Response {
+        if let (Some(v), Value::Object(m)) = (v, &mut ctx) {
+            m.insert("csrf".into(), json!(v.csrf));
+            m.insert(
+                "user".into(),
+                match &v.who {
+                    Subject::Anonymous => Value::Null,
+                    w => json!({"name": w.name(), "admin": w.is_sysadmin()}),
+                },
+            );
+            m.insert("host".into(), json!(self.registry_host(&v.headers)));
+        }
+        let html = self
+            .env
+            .get_template(name)
+            .and_then(|t| t.render(&ctx))
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, template = name, "rendering a page failed");
+                format!(
+                    "<!doctype html><p>This page could not be rendered: {}</p>",
+                    escape_html(&e.to_string())
+                )
+            });
+        let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, hv("no-store"));
+        h.insert("x-frame-options", hv("DENY"));
+        h.insert("x-content-type-options", hv("nosniff"));
+        h.insert(
+            "content-security-policy",
+            hv("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        );
+        r
+    }
+
+    fn error(&self, v: Option<&Visitor>, status: StatusCode, message: &str) -> Response {
+        self.render(
+            v,
+            "error.html",
+            status,
+            json!({"status": status.as_u16(), "reason": status.canonical_reason(), "message": message}),
+        )
+    }
+
+    fn failed(&self, v: &Visitor, r: &Reply) -> Response {
+        self.error(Some(v), r.status, &r.message())
+    }
+
+    /// host[:port] that docker pull commands name.
+    fn registry_host(&self, h: &HeaderMap) -> String {
+        let base = crate::token::external_base(&self.st, h);
+        base.split_once("://").map(|x| x.1).unwrap_or(&base).to_string()
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+/// Back to `to` with a message shown once at the top.
+fn see_other_with(to: &str, msg: &str) -> Response {
+    let sep = if to.contains('?') { '&' } else { '?' };
+    see_other(&format!("{to}{sep}msg={}", enc(msg)))
+}
+
+fn csrf_of(f: &Fields) -> Option<&str> {
+    f.get("csrf").map(String::as_str)
+}
+
+/// Pages that need a signed-in visitor send others to the sign-in page.
+macro_rules! visitor {
+    ($p:expr, $h:expr) => {
+        match $p.visitor(&$h).await {
+            Ok(v) if v.signed_in() => v,
+            Ok(_) => return see_other("/login"),
+            Err(r) => return r,
+        }
+    };
+}
+
+fn flash(q: &Fields) -> Value {
+    json!(q.get("msg"))
+}
+
+// ---- sign-in ----
+
+async fn login_form(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let token = random_secret(18);
+    let mut r = p.render(
+        None,
+        "login.html",
+        StatusCode::OK,
+        json!({"login_csrf": token, "error": q.get("error"), "user": null}),
+    );
+    let secure = if crate::token::external_base(&p.st, &h).starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        hv(format!(
+            "{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict{secure}"
+        )),
+    );
+    r
+}
+
+fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+async fn login(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let expected = cookie(&h, LOGIN_COOKIE).unwrap_or_default();
+    let sent = f.get("login_csrf").map(String::as_str).unwrap_or("");
+    if expected.is_empty() || !constant_time_eq(sent, &expected) {
+        return p.error(None, StatusCode::FORBIDDEN, "the sign-in form expired; load it again");
+    }
+    let v = Visitor {
+        headers: h.clone(),
+        sid: None,
+        who: Subject::Anonymous,
+        csrf: String::new(),
+    };
+    let body = json!({
+        "principal": f.get("username").cloned().unwrap_or_default(),
+        "password": f.get("password").cloned().unwrap_or_default(),
+    });
+    // /c/login lives beside the API, not under it.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/c/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::HOST, h.get(header::HOST).cloned().unwrap_or(hv("localhost")));
+    let req = match h.get(crate::forwarded::SCHEME_HEADER) {
+        Some(s) => req.header(crate::forwarded::SCHEME_HEADER, s),
+        None => req,
+    };
+    let resp = p
+        .api
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).expect("valid request"))
+        .await
+        .expect("routers are infallible");
+    let status = resp.status();
+    if !status.is_success() {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let reply = Reply {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers: HeaderMap::new(),
+        };
+        let token = random_secret(18);
+        let mut r = p.render(
+            Some(&v),
+            "login.html",
+            status,
+            json!({"login_csrf": token, "error": reply.message()}),
+        );
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            hv(format!(
+                "{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict"
+            )),
+        );
+        return r;
+    }
+    let mut r = see_other("/");
+    if let Some(c) = resp.headers().get(header::SET_COOKIE) {
+        r.headers_mut().insert(header::SET_COOKIE, c.clone());
+    }
+    r
+}
+
+async fn logout(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    if !constant_time_eq(csrf_of(&f).unwrap_or(""), &v.csrf) {
+        return p.error(Some(&v), StatusCode::FORBIDDEN, "CSRF token missing or invalid");
+    }
+    if let (Some(a), Some(sid)) = (&p.st.accounts, &v.sid) {
+        if let Err(e) = a.end_session(sid).await {
+            return p.error(Some(&v), StatusCode::SERVICE_UNAVAILABLE, &e.message);
+        }
+    }
+    let mut r = see_other("/login");
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        hv(format!("{SESSION_COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax")),
+    );
+    r
+}
+
+// ---- dashboard and projects ----
+
+/// Projects the visitor can see, each with its summary (repositories, bytes).
+async fn project_list(p: &Portal, v: &Visitor, filter: Option<&str>) -> Result<Vec<Value>, Response> {
+    let mut path = "/projects?page_size=100".to_string();
+    if let Some(f) = filter.filter(|f| !f.is_empty()) {
+        path.push_str(&format!("&name={}", enc(f)));
+    }
+    let r = p.get(v, &path).await;
+    if !r.ok() {
+        return Err(p.failed(v, &r));
+    }
+    let mut out = Vec::new();
+    for mut proj in r.items() {
+        let name = proj["name"].as_str().unwrap_or_default().to_string();
+        let s = p.get(v, &format!("/projects/{}/summary", enc(&name))).await;
+        proj["storage"] = s.body["quota"]["used"]["storage"].clone();
+        proj["public"] = json!(proj["metadata"]["public"] == "true");
+        out.push(proj);
+    }
+    Ok(out)
+}
+
+async fn dashboard(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let projects = match project_list(&p, &v, None).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let storage: i64 = projects.iter().filter_map(|x| x["storage"].as_i64()).sum();
+    let repos: i64 = projects.iter().filter_map(|x| x["repo_count"].as_i64()).sum();
+    let max = projects
+        .iter()
+        .filter_map(|x| x["storage"].as_i64())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut chart: Vec<Value> = projects
+        .iter()
+        .map(|x| {
+            let used = x["storage"].as_i64().unwrap_or(0);
+            json!({"name": x["name"], "used": used, "percent": (used as f64 * 100.0 / max as f64).round()})
+        })
+        .collect();
+    chart.sort_by_key(|c| -c["used"].as_i64().unwrap_or(0));
+    chart.truncate(12);
+    let activity = if v.who.is_sysadmin() {
+        p.get(&v, "/audit-logs?page_size=10").await.items()
+    } else {
+        vec![]
+    };
+    p.render(
+        Some(&v),
+        "dashboard.html",
+        StatusCode::OK,
+        json!({
+            "msg": flash(&q),
+            "counts": {"projects": projects.len(), "repositories": repos, "storage": storage},
+            "chart": chart,
+            "activity": activity,
+        }),
+    )
+}
+
+async fn projects(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let filter = q.get("q").map(String::as_str);
+    match project_list(&p, &v, filter).await {
+        Ok(list) => p.render(
+            Some(&v),
+            "projects.html",
+            StatusCode::OK,
+            json!({"projects": list, "q": filter, "msg": flash(&q)}),
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn create_project(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let name = f.get("name").cloned().unwrap_or_default();
+    let public = f.get("public").is_some_and(|x| x == "on" || x == "true");
+    let r = p
+        .call(
+            &v,
+            Method::POST,
+            "/projects",
+            Some(json!({"project_name": name, "metadata": {"public": public.to_string()}})),
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(
+        &format!("/projects/{}", enc(&name)),
+        &format!("Project {name} created."),
+    )
+}
+
+/// The project and the visitor's view of it, for the tabs every project page shows.
+async fn project_ctx(p: &Portal, v: &Visitor, name: &str) -> Result<Value, Response> {
+    let r = p.get(v, &format!("/projects/{}", enc(name))).await;
+    if !r.ok() {
+        return Err(p.failed(v, &r));
+    }
+    let mut proj = r.body;
+    let s = p.get(v, &format!("/projects/{}/summary", enc(name))).await;
+    proj["storage"] = s.body["quota"]["used"]["storage"].clone();
+    proj["public"] = json!(proj["metadata"]["public"] == "true");
+    let role = proj["current_user_role_id"].as_i64().unwrap_or(0);
+    // Project admin (1) or maintainer (4) manage members and robots; the API decides in the end.
+    proj["manage"] = json!(v.who.is_sysadmin() || role == 1);
+    proj["maintain"] = json!(v.who.is_sysadmin() || role == 1 || role == 4);
+    proj["push"] = json!(v.who.is_sysadmin() || matches!(role, 1 | 2 | 4));
+    Ok(proj)
+}
+
+async fn project(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut path = format!("/projects/{}/repositories?page_size=100", enc(&name));
+    if let Some(f) = q.get("q").filter(|f| !f.is_empty()) {
+        path.push_str(&format!("&q=name%3D~{}", enc(f)));
+    }
+    let r = p.get(&v, &path).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    let repos: Vec<Value> = r
+        .items()
+        .into_iter()
+        .map(|mut x| {
+            let full = x["name"].as_str().unwrap_or_default().to_string();
+            let rel = full.strip_prefix(&format!("{name}/")).unwrap_or(&full).to_string();
+            x["rel"] = json!(rel);
+            x
+        })
+        .collect();
+    p.render(
+        Some(&v),
+        "project.html",
+        StatusCode::OK,
+        json!({"project": proj, "repos": repos, "tab": "repos", "q": q.get("q"), "msg": flash(&q)}),
+    )
+}
+
+async fn delete_project(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let r = p
+        .call(
+            &v,
+            Method::DELETE,
+            &format!("/projects/{}", enc(&name)),
+            None,
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with("/projects", &format!("Project {name} deleted."))
+}
+
+// ---- repositories and artifacts ----
+
+async fn repository(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path((name, rel)): Path<(String, String)>,
+    Query(q): Query<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let path = format!(
+        "/projects/{}/repositories/{}/artifacts?with_tag=true&page_size=100",
+        enc(&name),
+        api_repo(&rel)
+    );
+    let r = p.get(&v, &path).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    p.render(
+        Some(&v),
+        "repository.html",
+        StatusCode::OK,
+        json!({"project": proj, "rel": rel, "repo": format!("{name}/{rel}"), "artifacts": r.items(), "msg": flash(&q)}),
+    )
+}
+
+fn repo_page(project: &str, rel: &str) -> String {
+    format!(
+        "/projects/{}/repos/{}",
+        enc(project),
+        rel.split('/').map(enc).collect::<Vec<_>>().join("/")
+    )
+}
+
+async fn delete_artifact(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let rel = f.get("repo").cloned().unwrap_or_default();
+    let digest = f.get("digest").cloned().unwrap_or_default();
+    let path = format!(
+        "/projects/{}/repositories/{}/artifacts/{}",
+        enc(&name),
+        api_repo(&rel),
+        enc(&digest)
+    );
+    let r = p.call(&v, Method::DELETE, &path, None, csrf_of(&f)).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&repo_page(&name, &rel), &format!("Artifact {digest} deleted."))
+}
+
+async fn delete_tag(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let rel = f.get("repo").cloned().unwrap_or_default();
+    let digest = f.get("digest").cloned().unwrap_or_default();
+    let tag = f.get("tag").cloned().unwrap_or_default();
+    let path = format!(
+        "/projects/{}/repositories/{}/artifacts/{}/tags/{}",
+        enc(&name),
+        api_repo(&rel),
+        enc(&digest),
+        enc(&tag)
+    );
+    let r = p.call(&v, Method::DELETE, &path, None, csrf_of(&f)).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&repo_page(&name, &rel), &format!("Tag {tag} deleted."))
+}
+
+// ---- members, robots, settings, logs, vanity paths ----
+
+async fn members(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let r = p
+        .get(&v, &format!("/projects/{}/members?page_size=100", enc(&name)))
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    p.render(
+        Some(&v),
+        "members.html",
+        StatusCode::OK,
+        json!({"project": proj, "members": r.items(), "tab": "members", "msg": flash(&q)}),
+    )
+}
+
+async fn add_member(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let role: i64 = f.get("role").and_then(|r| r.parse().ok()).unwrap_or(3);
+    let user = f.get("username").cloned().unwrap_or_default();
+    let r = p
+        .call(
+            &v,
+            Method::POST,
+            &format!("/projects/{}/members", enc(&name)),
+            Some(json!({"role_id": role, "member_user": {"username": user}})),
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&format!("/projects/{}/members", enc(&name)), &format!("{user} added."))
+}
+
+async fn remove_member(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path((name, mid)): Path<(String, i64)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let r = p
+        .call(
+            &v,
+            Method::DELETE,
+            &format!("/projects/{}/members/{mid}", enc(&name)),
+            None,
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&format!("/projects/{}/members", enc(&name)), "Member removed.")
+}
+
+async fn robots(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let r = p
+        .get(
+            &v,
+            &format!(
+                "/robots?page_size=100&q=Level%3Dproject%2CProjectID%3D{}",
+                proj["project_id"]
+            ),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    p.render(
+        Some(&v),
+        "robots.html",
+        StatusCode::OK,
+        json!({"project": proj, "robots": r.items(), "tab": "robots", "msg": flash(&q)}),
+    )
+}
+
+async fn create_robot(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut access = vec![json!({"resource": "repository", "action": "pull"})];
+    if f.contains_key("push") {
+        access.push(json!({"resource": "repository", "action": "push"}));
+    }
+    let days: i64 = f.get("days").and_then(|d| d.parse().ok()).unwrap_or(-1);
+    let body = json!({
+        "name": f.get("name").cloned().unwrap_or_default(),
+        "description": f.get("description").cloned().unwrap_or_default(),
+        "level": "project",
+        "duration": days,
+        "permissions": [{"kind": "project", "namespace": name, "access": access}],
+    });
+    let r = p.call(&v, Method::POST, "/robots", Some(body), csrf_of(&f)).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    // The secret is shown on this answer only; it is not kept anywhere readable.
+    let list = p
+        .get(
+            &v,
+            &format!(
+                "/robots?page_size=100&q=Level%3Dproject%2CProjectID%3D{}",
+                proj["project_id"]
+            ),
+        )
+        .await;
+    p.render(
+        Some(&v),
+        "robots.html",
+        StatusCode::OK,
+        json!({"project": proj, "robots": list.items(), "tab": "robots", "created": r.body}),
+    )
+}
+
+async fn delete_robot(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path((name, id)): Path<(String, i64)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let r = p
+        .call(&v, Method::DELETE, &format!("/robots/{id}"), None, csrf_of(&f))
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&format!("/projects/{}/robots", enc(&name)), "Robot account deleted.")
+}
+
+async fn settings(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    match project_ctx(&p, &v, &name).await {
+        Ok(proj) => p.render(
+            Some(&v),
+            "settings.html",
+            StatusCode::OK,
+            json!({"project": proj, "tab": "settings", "msg": flash(&q)}),
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn save_settings(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let public = f.get("public").is_some_and(|x| x == "on" || x == "true");
+    let r = p
+        .call(
+            &v,
+            Method::PUT,
+            &format!("/projects/{}", enc(&name)),
+            Some(json!({"metadata": {"public": public.to_string()}})),
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&format!("/projects/{}/settings", enc(&name)), "Settings saved.")
+}
+
+async fn logs(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let r = p.get(&v, &format!("/projects/{}/logs?page_size=100", enc(&name))).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    p.render(
+        Some(&v),
+        "logs.html",
+        StatusCode::OK,
+        json!({"project": proj, "logs": r.items(), "tab": "logs"}),
+    )
+}
+
+async fn vanity(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let r = p.get(&v, &format!("/projects/{}/vanity-paths", enc(&name))).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    p.render(
+        Some(&v),
+        "vanity.html",
+        StatusCode::OK,
+        json!({"project": proj, "paths": r.items(), "tab": "vanity", "msg": flash(&q)}),
+    )
+}
+
+async fn add_vanity(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let field = |k: &str| f.get(k).cloned().filter(|x| !x.is_empty());
+    let body = json!({
+        "path": field("path").unwrap_or_default(),
+        "repo": field("repo").unwrap_or_default(),
+        "vcs": field("vcs"),
+        "display": field("display"),
+    });
+    let r = p
+        .call(
+            &v,
+            Method::POST,
+            &format!("/projects/{}/vanity-paths", enc(&name)),
+            Some(body),
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&format!("/projects/{}/vanity", enc(&name)), "Import path added.")
+}
+
+async fn delete_vanity(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path((name, id)): Path<(String, i64)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let r = p
+        .call(
+            &v,
+            Method::DELETE,
+            &format!("/projects/{}/vanity-paths/{id}", enc(&name)),
+            None,
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with(&format!("/projects/{}/vanity", enc(&name)), "Import path removed.")
+}
+
+// ---- administration ----
+
+async fn users(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let r = p.get(&v, "/users?page_size=100").await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    p.render(
+        Some(&v),
+        "users.html",
+        StatusCode::OK,
+        json!({"users": r.items(), "msg": flash(&q)}),
+    )
+}
+
+async fn create_user(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let body = json!({
+        "username": field("username"),
+        "email": field("email"),
+        "realname": field("realname"),
+        "password": field("password"),
+    });
+    let r = p.call(&v, Method::POST, "/users", Some(body), csrf_of(&f)).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with("/admin/users", &format!("User {} created.", field("username")))
+}
+
+async fn system(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let r = p.get(&v, "/configurations").await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    let info = p.get(&v, "/systeminfo").await;
+    p.render(
+        Some(&v),
+        "system.html",
+        StatusCode::OK,
+        json!({"config": r.body, "info": info.body, "msg": flash(&q)}),
+    )
+}
+
+async fn save_system(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let body = json!({"project_creation_restriction": f.get("project_creation_restriction")});
+    let r = p
+        .call(&v, Method::PUT, "/configurations", Some(body), csrf_of(&f))
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with("/admin/system", "Settings saved.")
+}
+
+async fn audit(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let mut filters = Vec::new();
+    for (key, api) in [
+        ("username", "username"),
+        ("operation", "operation"),
+        ("resource", "resource"),
+    ] {
+        if let Some(x) = q.get(key).filter(|x| !x.is_empty()) {
+            let op = if key == "operation" { "=" } else { "=~" };
+            filters.push(format!("{api}{op}{x}"));
+        }
+    }
+    let mut path = "/audit-logs?page_size=100".to_string();
+    if !filters.is_empty() {
+        path.push_str(&format!("&q={}", enc(&filters.join(","))));
+    }
+    let r = p.get(&v, &path).await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    p.render(
+        Some(&v),
+        "audit.html",
+        StatusCode::OK,
+        json!({"logs": r.items(), "filter": q, "total": r.headers.get("x-total-count").and_then(|x| x.to_str().ok())}),
+    )
+}
+
+async fn password_form(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    p.render(Some(&v), "password.html", StatusCode::OK, json!({"msg": flash(&q)}))
+}
+
+async fn change_password(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let Some(id) = v.who.user_id() else {
+        return p.error(
+            Some(&v),
+            StatusCode::FORBIDDEN,
+            "robot accounts have no password to change",
+        );
+    };
+    if f.get("new_password") != f.get("confirm") {
+        return p.error(Some(&v), StatusCode::BAD_REQUEST, "the new passwords differ");
+    }
+    let body = json!({
+        "old_password": f.get("old_password").cloned().unwrap_or_default(),
+        "new_password": f.get("new_password").cloned().unwrap_or_default(),
+    });
+    let r = p
+        .call(
+            &v,
+            Method::PUT,
+            &format!("/users/{id}/password"),
+            Some(body),
+            csrf_of(&f),
+        )
+        .await;
+    if !r.ok() {
+        return p.failed(&v, &r);
+    }
+    see_other_with("/account/password", "Password changed.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_repository_paths() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+        assert_eq!(api_repo("a/b c"), "a%252Fb%20c");
+        assert_eq!(repo_page("lib", "a/b"), "/projects/lib/repos/a/b");
+    }
+
+    #[test]
+    fn every_template_parses() {
+        let env = environment();
+        for t in env.templates() {
+            assert!(!t.0.is_empty());
+        }
+    }
+}
