@@ -54,6 +54,9 @@ pub struct Registry {
     uploads: Mutex<HashMap<UploadId, UploadSlot>>,
 }
 
+/// Pull times are kept to this resolution: one write per manifest per minute at most.
+const PULL_TIME_RESOLUTION_MS: i64 = 60_000;
+
 /// A blob or a manifest being read: total size, the range served, the bytes.
 pub struct BlobRead {
     pub size: u64,
@@ -450,7 +453,7 @@ impl Registry {
         })
     }
 
-    /// GET or HEAD of a manifest. `accept` is the client's list of media types
+    /// GET or HEAD of a manifest. A GET records the pull time, to the minute. `accept` is the client's list of media types
     /// (empty: anything).
     pub async fn get_manifest(
         &self,
@@ -483,6 +486,16 @@ impl Registry {
                 .get(&digest, None)
                 .await
                 .map_err(|e| storage_error("reading manifest", e))?;
+            // A GET is a pull; noting it must not slow the answer down.
+            let (db, d) = (self.db.clone(), row.digest.clone());
+            tokio::spawn(async move {
+                if let Err(e) = db
+                    .record_pull(repo_id, &d, berth_db::now_ms(), PULL_TIME_RESOLUTION_MS)
+                    .await
+                {
+                    tracing::debug!(error = %e, "recording a pull time failed");
+                }
+            });
             Some(r.stream)
         } else {
             None

@@ -140,6 +140,7 @@ fn migrations(dialect: Dialect) -> Migrator {
             (3, "sessions", include_str!("../migrations/sqlite/0003_sessions.sql")),
             (4, "vanity", include_str!("../migrations/sqlite/0004_vanity.sql")),
             (5, "leases", include_str!("../migrations/sqlite/0005_leases.sql")),
+            (6, "pull_time", include_str!("../migrations/sqlite/0006_pull_time.sql")),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
@@ -147,6 +148,11 @@ fn migrations(dialect: Dialect) -> Migrator {
             (3, "sessions", include_str!("../migrations/postgres/0003_sessions.sql")),
             (4, "vanity", include_str!("../migrations/postgres/0004_vanity.sql")),
             (5, "leases", include_str!("../migrations/postgres/0005_leases.sql")),
+            (
+                6,
+                "pull_time",
+                include_str!("../migrations/postgres/0006_pull_time.sql"),
+            ),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
@@ -154,6 +160,7 @@ fn migrations(dialect: Dialect) -> Migrator {
             (3, "sessions", include_str!("../migrations/mysql/0003_sessions.sql")),
             (4, "vanity", include_str!("../migrations/mysql/0004_vanity.sql")),
             (5, "leases", include_str!("../migrations/mysql/0005_leases.sql")),
+            (6, "pull_time", include_str!("../migrations/mysql/0006_pull_time.sql")),
         ],
     };
     let list: Vec<Migration> = files

@@ -293,6 +293,35 @@ impl Db {
     }
 
     /// Indexes in the repository that list the manifest as a child.
+    /// Notes a pull of a manifest at `now_ms`, writing at most once per
+    /// `every_ms` for each manifest so that busy images cost few writes.
+    pub async fn record_pull(&self, repo: i64, digest: &str, now_ms: i64, every_ms: i64) -> Result<()> {
+        sqlx::query(&self.q(
+            "UPDATE manifests SET pulled_at = ? WHERE repository_id = ? AND digest = ? \
+             AND (pulled_at IS NULL OR pulled_at < ?)",
+        ))
+        .bind(now_ms)
+        .bind(repo)
+        .bind(digest)
+        .bind(now_ms - every_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When a manifest was last pulled, if ever.
+    pub async fn pulled_at(&self, repo: i64, digest: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(&self.q("SELECT pulled_at FROM manifests WHERE repository_id = ? AND digest = ?"))
+            .bind(repo)
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<i64>, _>(0)?,
+            None => None,
+        })
+    }
+
     /// Bytes an artifact occupies: its manifest, the blobs it references,
     /// and for an index its children and their blobs, each counted once.
     pub async fn artifact_size(&self, repo: i64, digest: &str) -> Result<i64> {

@@ -343,3 +343,29 @@ async fn project_storage_counts_shared_content_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn pull_times_are_kept_to_the_minute() {
+    each(async |db| {
+        let repo = db.ensure_repository("p/pulled").await.unwrap();
+        db.put_manifest(
+            repo,
+            &ManifestRecord {
+                row: row(&digest(7), None, None),
+                references: vec![],
+                tag: Some("v1".into()),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(db.pulled_at(repo, &digest(7)).await.unwrap(), None);
+        db.record_pull(repo, &digest(7), 1_000_000, 60_000).await.unwrap();
+        assert_eq!(db.pulled_at(repo, &digest(7)).await.unwrap(), Some(1_000_000));
+        // Within the minute: no write.
+        db.record_pull(repo, &digest(7), 1_030_000, 60_000).await.unwrap();
+        assert_eq!(db.pulled_at(repo, &digest(7)).await.unwrap(), Some(1_000_000));
+        db.record_pull(repo, &digest(7), 1_070_000, 60_000).await.unwrap();
+        assert_eq!(db.pulled_at(repo, &digest(7)).await.unwrap(), Some(1_070_000));
+    })
+    .await;
+}

@@ -976,6 +976,11 @@ async fn artifact_json(
         "repository_id": repo,
         "size": db.artifact_size(repo, &m.digest).await?,
         "push_time": time(m.pushed_at),
+        // Harbor's value for "never pulled".
+        "pull_time": match db.pulled_at(repo, &m.digest).await? {
+            Some(t) => time(t),
+            None => "0001-01-01T00:00:00.000Z".to_string(),
+        },
         "annotations": annotations,
         "subject": m.subject,
         "accessories": referrers,

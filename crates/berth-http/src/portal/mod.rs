@@ -274,17 +274,17 @@ impl Portal {
             );
             m.insert("host".into(), json!(self.registry_host(&v.headers)));
         }
-        let html = self
-            .env
-            .get_template(name)
-            .and_then(|t| t.render(&ctx))
-            .unwrap_or_else(|e| {
+        let (status, html) = match self.env.get_template(name).and_then(|t| t.render(&ctx)) {
+            Ok(html) => (status, html),
+            Err(e) => {
                 tracing::error!(error = %e, template = name, "rendering a page failed");
-                format!(
+                let text = format!(
                     "<!doctype html><p>This page could not be rendered: {}</p>",
                     escape_html(&e.to_string())
-                )
-            });
+                );
+                (StatusCode::INTERNAL_SERVER_ERROR, text)
+            }
+        };
         let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
         let h = r.headers_mut();
         h.insert(header::CACHE_CONTROL, hv("no-store"));
@@ -583,7 +583,6 @@ async fn project_ctx(p: &Portal, v: &Visitor, name: &str) -> Result<Value, Respo
     // Project admin (1) or maintainer (4) manage members and robots; the API decides in the end.
     proj["manage"] = json!(v.who.is_sysadmin() || role == 1);
     proj["maintain"] = json!(v.who.is_sysadmin() || role == 1 || role == 4);
-    proj["push"] = json!(v.who.is_sysadmin() || matches!(role, 1 | 2 | 4));
     Ok(proj)
 }
 
@@ -598,7 +597,9 @@ async fn project(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>
         path.push_str(&format!("&q=name%3D~{}", enc(f)));
     }
     let r = p.get(&v, &path).await;
-    if !r.ok() {
+    // A limited guest may see the project but not list its repositories.
+    let refused = (r.status == StatusCode::FORBIDDEN).then(|| r.message());
+    if !r.ok() && refused.is_none() {
         return p.failed(&v, &r);
     }
     let repos: Vec<Value> = r
@@ -615,7 +616,7 @@ async fn project(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>
         Some(&v),
         "project.html",
         StatusCode::OK,
-        json!({"project": proj, "repos": repos, "tab": "repos", "q": q.get("q"), "msg": flash(&q)}),
+        json!({"project": proj, "repos": repos, "refused": refused, "tab": "repos", "q": q.get("q"), "msg": flash(&q)}),
     )
 }
 

@@ -63,6 +63,18 @@ try {
   const size = (await artifact.locator("td.size").textContent()).trim();
   check(size === expectedSize, `size ${size}, expected ${expectedSize}`);
 
+  step = "a pull shows in the Pulled column";
+  check((await artifact.locator("td.pulled").textContent()).trim() === "never", "not pulled yet");
+  execFileSync("skopeo", ["inspect", "--raw", "--tls-verify=false", "--creds", `admin:${password}`,
+    `docker://${host}/webproj/app:v1`], { stdio: "ignore" });
+  let pulled = "never";
+  for (let i = 0; i < 20 && pulled === "never"; i++) {
+    await page.waitForTimeout(100);
+    await page.reload();
+    pulled = (await page.locator("#artifacts tr.artifact td.pulled").textContent()).trim();
+  }
+  check(/^\d{4}-\d\d-\d\d \d\d:\d\d/.test(pulled), `pulled: ${pulled}`);
+
   step = "copy its pull command";
   await artifact.locator("button[aria-label='Copy pull command']").click();
   await page.waitForSelector("button[aria-label='Copy pull command']:has-text('copied')");

@@ -1,0 +1,220 @@
+//! The portal shows each person what the API lets them read and does what
+//! the API lets them do, no more: for every kind of caller in the
+//! authorization fixture, each page is compared with the API call behind it.
+
+mod fixture;
+
+use fixture::{Fixture, ALL, P};
+use reqwest::{Client, StatusCode};
+
+fn no_redirects() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|kv| kv.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
+/// Signs in through the portal's form; the session cookie, or the status.
+async fn sign_in(base: &str, user: &str, password: &str) -> Result<String, StatusCode> {
+    let c = no_redirects();
+    let form = c.get(format!("{base}/login")).send().await.unwrap();
+    let login_cookie = set_cookie(&form, "berth_login").expect("the form sets its cookie");
+    let page = form.text().await.unwrap();
+    let token = page
+        .split("name=\"login_csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the form carries its token")
+        .to_string();
+    let r = c
+        .post(format!("{base}/login"))
+        .header("cookie", &login_cookie)
+        .form(&[
+            ("login_csrf", token.as_str()),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    if r.status() != StatusCode::SEE_OTHER {
+        return Err(r.status());
+    }
+    Ok(set_cookie(&r, "sid").expect("a session cookie"))
+}
+
+/// The CSRF token the portal puts in a page's forms.
+fn csrf_in(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn pages_follow_the_api() {
+    let f = Fixture::new().await;
+    let c = no_redirects();
+    let digest = f.ids["digest"].clone();
+    // (portal page, the API call that decides it)
+    let pairs = [
+        ("/projects/secret", "/api/v2.0/projects/secret"),
+        (
+            "/projects/secret/repos/app",
+            "/api/v2.0/projects/secret/repositories/app/artifacts",
+        ),
+        ("/projects/secret/members", "/api/v2.0/projects/secret/members"),
+        ("/projects/secret/logs", "/api/v2.0/projects/secret/logs"),
+        ("/projects/secret/vanity", "/api/v2.0/projects/secret/vanity-paths"),
+        ("/admin/users", "/api/v2.0/users"),
+        ("/admin/system", "/api/v2.0/configurations"),
+        ("/admin/audit", "/api/v2.0/audit-logs"),
+    ];
+    for p in ALL {
+        let Some((user, password)) = f.creds.get(&p).cloned() else {
+            // Anonymous: every page sends them to sign in.
+            for (page, _) in pairs.iter().chain(&[("/", ""), ("/projects", "")]) {
+                let r = c.get(format!("{}{page}", f.base)).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::SEE_OTHER, "{page} for {p:?}");
+                assert_eq!(r.headers()["location"], "/login", "{page}");
+            }
+            continue;
+        };
+        let sid = match sign_in(&f.base, &user, &password).await {
+            Ok(sid) => sid,
+            Err(status) => {
+                // Robots have no portal sessions.
+                assert!(
+                    matches!(p, P::RobotReader | P::RobotWriter),
+                    "{p:?} could not sign in: {status}"
+                );
+                assert_eq!(status, StatusCode::FORBIDDEN);
+                continue;
+            }
+        };
+        for (page, api) in pairs {
+            let shown = c
+                .get(format!("{}{page}", f.base))
+                .header("cookie", &sid)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            let allowed = c
+                .get(format!("{}{api}", f.base))
+                .basic_auth(&user, Some(&password))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(
+                shown.is_success(),
+                allowed.is_success(),
+                "{p:?}: {page} answered {shown}, the API {allowed}"
+            );
+            if !allowed.is_success() {
+                assert_eq!(shown, allowed, "{p:?}: {page} refused with another status than the API");
+            }
+        }
+
+        // Deleting the spare tag: the portal does it exactly when the API would.
+        let page = c
+            .get(format!("{}/projects/secret/repos/app", f.base))
+            .header("cookie", &sid)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = csrf_in(&page);
+        let r = c
+            .post(format!("{}/projects/secret/tags/delete", f.base))
+            .header("cookie", &sid)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("repo", "app"),
+                ("digest", &digest),
+                ("tag", "spare"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let may = matches!(p, P::Maintainer | P::ProjectAdmin | P::Sysadmin);
+        if may {
+            let status = r.status();
+            assert_eq!(
+                status,
+                StatusCode::SEE_OTHER,
+                "{p:?} could not delete a tag: {}",
+                r.text().await.unwrap()
+            );
+            // Put it back for the next caller.
+            let token = f
+                .token(P::Sysadmin, &["repository:secret/app:pull,push"])
+                .await
+                .unwrap();
+            let put = f
+                .client
+                .put(format!("{}/v2/secret/app/manifests/spare", f.base))
+                .bearer_auth(&token)
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(f.ids["manifest"].clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.status(), 201);
+        } else {
+            assert!(
+                r.status() == StatusCode::FORBIDDEN || r.status() == StatusCode::NOT_FOUND,
+                "{p:?} deleted a tag: {}",
+                r.status()
+            );
+        }
+        // Without the token, nobody can.
+        let r = c
+            .post(format!("{}/projects/secret/tags/delete", f.base))
+            .header("cookie", &sid)
+            .form(&[("repo", "app"), ("digest", digest.as_str()), ("tag", "spare")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{p:?} deleted without a CSRF token");
+    }
+}
+
+#[tokio::test]
+async fn pages_are_framed_by_nobody_and_run_only_berths_scripts() {
+    let f = Fixture::new().await;
+    let r = no_redirects().get(format!("{}/login", f.base)).send().await.unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let login = set_cookie(&r, "berth_login").unwrap();
+    // A sign-in form posted without its cookie half is refused.
+    let r = no_redirects()
+        .post(format!("{}/login", f.base))
+        .form(&[
+            ("login_csrf", login.trim_start_matches("berth_login=")),
+            ("username", "admin"),
+            ("password", fixture::PW),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
