@@ -293,6 +293,26 @@ impl Db {
     }
 
     /// Indexes in the repository that list the manifest as a child.
+    /// Figures for monitoring: (blobs stored, their bytes, uploads in progress).
+    pub async fn totals(&self) -> Result<(i64, i64, i64)> {
+        let sum = match self.dialect() {
+            crate::Dialect::Postgres => "CAST(COALESCE(SUM(size), 0) AS BIGINT)",
+            crate::Dialect::Mysql => "CAST(COALESCE(SUM(size), 0) AS SIGNED)",
+            crate::Dialect::Sqlite => "COALESCE(SUM(size), 0)",
+        };
+        let r = sqlx::query(&self.q(&format!(
+            "SELECT COUNT(*), {sum}, (SELECT COUNT(*) FROM uploads) FROM blobs"
+        )))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+    }
+
+    /// Connections the pool holds, and how many of them are idle.
+    pub fn pool_state(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     /// Notes a pull of a manifest at `now_ms`, writing at most once per
     /// `every_ms` for each manifest so that busy images cost few writes.
     pub async fn record_pull(&self, repo: i64, digest: &str, now_ms: i64, every_ms: i64) -> Result<()> {

@@ -7,6 +7,7 @@
 pub mod api;
 mod endpoint;
 pub mod forwarded;
+pub mod metrics;
 pub mod portal;
 mod response;
 mod token;
@@ -43,7 +44,13 @@ pub struct AppState {
 
 /// The whole application: `/v2/` and everything below it.
 pub fn router(state: AppState) -> Router {
+    let m = Arc::new(metrics::Metrics::default());
+    let m2 = m.clone();
     api::router()
+        .route(
+            "/metrics",
+            get(move |axum::extract::State(st): axum::extract::State<AppState>| metrics::metrics(st, m2.clone())),
+        )
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))
         .route("/v2/{*rest}", any(v2::dispatch))
@@ -53,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(v2::not_found)
         .with_state(state.clone())
         .merge(portal::router(state))
+        .layer(axum::middleware::from_fn_with_state(m, metrics::track))
         .layer(axum::middleware::map_request(host_from_authority))
 }
 
