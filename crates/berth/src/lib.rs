@@ -4,6 +4,7 @@
 //! Layering: this crate wires http, core, db and storage together; it holds
 //! no registry logic of its own.
 
+pub mod bench;
 pub mod config;
 pub mod tls;
 
@@ -242,6 +243,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Without TCP_NODELAY a small answer written as head and body waits for
+    // the client's delayed ACK: about 40 ms per manifest GET.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());
@@ -305,6 +312,7 @@ pub async fn serve_tls(
                         continue;
                     }
                 };
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let svc = TowerToHyperService::new(
                     router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))),
