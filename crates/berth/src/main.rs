@@ -65,6 +65,50 @@ enum Command {
         #[arg(default_value = "vanity.yaml")]
         config: PathBuf,
     },
+    /// Load any OCI registry and measure it, beside this machine's limits.
+    Bench {
+        /// The registry, e.g. http://127.0.0.1:5000
+        url: String,
+        /// User for the registry's token service.
+        #[arg(long, short = 'u', env = "BERTH_BENCH_USER")]
+        user: Option<String>,
+        /// Password or robot secret.
+        #[arg(long, short = 'p', env = "BERTH_BENCH_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Repository to push to (its project must exist).
+        #[arg(long, default_value = "library/berth-bench")]
+        repo: String,
+        /// push, pull, manifest, image, tags, catalog, or all (comma-separated).
+        #[arg(long, default_value = "all", value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Blob sizes for push and pull.
+        #[arg(long, default_value = "1M,64M,1G", value_delimiter = ',', value_parser = berth::bench::parse_size)]
+        sizes: Vec<u64>,
+        /// Connections for the manifest scenario (comma-separated).
+        #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
+        concurrency: Vec<usize>,
+        /// Seconds each request-rate measurement runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Clients pushing and pulling an image at once.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Layers of that image (5 to 20 is realistic).
+        #[arg(long, default_value_t = 20)]
+        layers: usize,
+        /// Tags, and repositories, for the listing scenarios.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// A berth process whose peak memory to report.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Also measure nginx serving the same bytes (the pull and request-rate limits).
+        #[arg(long)]
+        nginx: bool,
+        /// Print JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Certificates for HTTPS.
     Tls {
         #[command(subcommand)]
@@ -171,6 +215,69 @@ fn main() -> ExitCode {
             }
         }
 
+        Command::Bench {
+            url,
+            user,
+            password,
+            repo,
+            scenarios,
+            sizes,
+            concurrency,
+            seconds,
+            clients,
+            layers,
+            count,
+            pid,
+            nginx,
+            json,
+        } => {
+            let opts = berth::bench::Options {
+                url,
+                user,
+                password,
+                repo,
+                scenarios,
+                sizes,
+                concurrency,
+                duration: Duration::from_secs(seconds),
+                clients,
+                layers,
+                count,
+                pid,
+                nginx,
+                json,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(berth::bench::run(opts)) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+                    } else {
+                        println!();
+                        for f in &report.figures {
+                            println!("{}", berth::bench::line(f));
+                        }
+                        if let Some(m) = report.peak_rss_mib {
+                            println!("peak RSS of the registry process: {m:.1} MiB");
+                        }
+                    }
+                    let errors: u64 = report.figures.iter().map(|f| f.errors).sum();
+                    if errors == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("error: {errors} requests failed");
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Tls {
             action: TlsCommand::Init { dir, names },
         } => match berth::tls::init(&dir, &names) {
