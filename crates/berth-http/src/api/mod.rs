@@ -26,12 +26,17 @@ pub const CSRF_HEADER: &str = "x-harbor-csrf-token";
 
 /// The value of the `sid` cookie, if the request carries one.
 pub fn session_cookie(h: &HeaderMap) -> Option<String> {
+    cookie(h, SESSION_COOKIE)
+}
+
+/// The value of cookie `name` in a request's headers.
+pub fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
     h.get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 

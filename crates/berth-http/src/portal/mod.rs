@@ -24,7 +24,7 @@ use minijinja::Environment;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::api::{session_cookie, CSRF_HEADER, SESSION_COOKIE};
+use crate::api::{cookie, session_cookie, CSRF_HEADER, SESSION_COOKIE};
 use crate::response::header as hv;
 use crate::AppState;
 
@@ -258,6 +258,26 @@ impl Portal {
         }
     }
 
+    /// A form's one API call, then back to `to` saying `done`; or the
+    /// API's refusal, shown.
+    #[allow(clippy::too_many_arguments)]
+    async fn act(
+        &self,
+        v: &Visitor,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        f: &Fields,
+        to: &str,
+        done: &str,
+    ) -> Response {
+        let r = self.call(v, method, path, body, csrf_of(f)).await;
+        if !r.ok() {
+            return self.failed(v, &r);
+        }
+        see_other_with(to, done)
+    }
+
     async fn get(&self, v: &Visitor, path: &str) -> Reply {
         self.call(v, Method::GET, path, None, None).await
     }
@@ -375,16 +395,6 @@ async fn login_form(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Field
         )),
     );
     r
-}
-
-fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 async fn login(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
@@ -551,22 +561,16 @@ async fn create_project(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fie
     let v = visitor!(p, h);
     let name = f.get("name").cloned().unwrap_or_default();
     let public = f.get("public").is_some_and(|x| x == "on" || x == "true");
-    let r = p
-        .call(
-            &v,
-            Method::POST,
-            "/projects",
-            Some(json!({"project_name": name, "metadata": {"public": public.to_string()}})),
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(
+    p.act(
+        &v,
+        Method::POST,
+        "/projects",
+        Some(json!({"project_name": name, "metadata": {"public": public.to_string()}})),
+        &f,
         &format!("/projects/{}", enc(&name)),
         &format!("Project {name} created."),
     )
+    .await
 }
 
 /// The project and the visitor's view of it, for the tabs every project page shows.
@@ -627,19 +631,16 @@ async fn delete_project(
     Form(f): Form<Fields>,
 ) -> Response {
     let v = visitor!(p, h);
-    let r = p
-        .call(
-            &v,
-            Method::DELETE,
-            &format!("/projects/{}", enc(&name)),
-            None,
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with("/projects", &format!("Project {name} deleted."))
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/projects/{}", enc(&name)),
+        None,
+        &f,
+        "/projects",
+        &format!("Project {name} deleted."),
+    )
+    .await
 }
 
 // ---- repositories and artifacts ----
@@ -695,11 +696,16 @@ async fn delete_artifact(
         api_repo(&rel),
         enc(&digest)
     );
-    let r = p.call(&v, Method::DELETE, &path, None, csrf_of(&f)).await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&repo_page(&name, &rel), &format!("Artifact {digest} deleted."))
+    p.act(
+        &v,
+        Method::DELETE,
+        &path,
+        None,
+        &f,
+        &repo_page(&name, &rel),
+        &format!("Artifact {digest} deleted."),
+    )
+    .await
 }
 
 async fn delete_tag(
@@ -719,11 +725,16 @@ async fn delete_tag(
         enc(&digest),
         enc(&tag)
     );
-    let r = p.call(&v, Method::DELETE, &path, None, csrf_of(&f)).await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&repo_page(&name, &rel), &format!("Tag {tag} deleted."))
+    p.act(
+        &v,
+        Method::DELETE,
+        &path,
+        None,
+        &f,
+        &repo_page(&name, &rel),
+        &format!("Tag {tag} deleted."),
+    )
+    .await
 }
 
 // ---- members, robots, settings, logs, vanity paths ----
@@ -757,19 +768,16 @@ async fn add_member(
     let v = visitor!(p, h);
     let role: i64 = f.get("role").and_then(|r| r.parse().ok()).unwrap_or(3);
     let user = f.get("username").cloned().unwrap_or_default();
-    let r = p
-        .call(
-            &v,
-            Method::POST,
-            &format!("/projects/{}/members", enc(&name)),
-            Some(json!({"role_id": role, "member_user": {"username": user}})),
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&format!("/projects/{}/members", enc(&name)), &format!("{user} added."))
+    p.act(
+        &v,
+        Method::POST,
+        &format!("/projects/{}/members", enc(&name)),
+        Some(json!({"role_id": role, "member_user": {"username": user}})),
+        &f,
+        &format!("/projects/{}/members", enc(&name)),
+        &format!("{user} added."),
+    )
+    .await
 }
 
 async fn remove_member(
@@ -779,19 +787,16 @@ async fn remove_member(
     Form(f): Form<Fields>,
 ) -> Response {
     let v = visitor!(p, h);
-    let r = p
-        .call(
-            &v,
-            Method::DELETE,
-            &format!("/projects/{}/members/{mid}", enc(&name)),
-            None,
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&format!("/projects/{}/members", enc(&name)), "Member removed.")
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/projects/{}/members/{mid}", enc(&name)),
+        None,
+        &f,
+        &format!("/projects/{}/members", enc(&name)),
+        "Member removed.",
+    )
+    .await
 }
 
 async fn robots(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
@@ -872,13 +877,17 @@ async fn delete_robot(
     Form(f): Form<Fields>,
 ) -> Response {
     let v = visitor!(p, h);
-    let r = p
-        .call(&v, Method::DELETE, &format!("/robots/{id}"), None, csrf_of(&f))
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&format!("/projects/{}/robots", enc(&name)), "Robot account deleted.")
+    let back = format!("/projects/{}/robots", enc(&name));
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/robots/{id}"),
+        None,
+        &f,
+        &back,
+        "Robot account deleted.",
+    )
+    .await
 }
 
 async fn settings(
@@ -907,19 +916,16 @@ async fn save_settings(
 ) -> Response {
     let v = visitor!(p, h);
     let public = f.get("public").is_some_and(|x| x == "on" || x == "true");
-    let r = p
-        .call(
-            &v,
-            Method::PUT,
-            &format!("/projects/{}", enc(&name)),
-            Some(json!({"metadata": {"public": public.to_string()}})),
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&format!("/projects/{}/settings", enc(&name)), "Settings saved.")
+    p.act(
+        &v,
+        Method::PUT,
+        &format!("/projects/{}", enc(&name)),
+        Some(json!({"metadata": {"public": public.to_string()}})),
+        &f,
+        &format!("/projects/{}/settings", enc(&name)),
+        "Settings saved.",
+    )
+    .await
 }
 
 async fn logs(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>) -> Response {
@@ -972,19 +978,16 @@ async fn add_vanity(
         "vcs": field("vcs"),
         "display": field("display"),
     });
-    let r = p
-        .call(
-            &v,
-            Method::POST,
-            &format!("/projects/{}/vanity-paths", enc(&name)),
-            Some(body),
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&format!("/projects/{}/vanity", enc(&name)), "Import path added.")
+    p.act(
+        &v,
+        Method::POST,
+        &format!("/projects/{}/vanity-paths", enc(&name)),
+        Some(body),
+        &f,
+        &format!("/projects/{}/vanity", enc(&name)),
+        "Import path added.",
+    )
+    .await
 }
 
 async fn delete_vanity(
@@ -994,19 +997,16 @@ async fn delete_vanity(
     Form(f): Form<Fields>,
 ) -> Response {
     let v = visitor!(p, h);
-    let r = p
-        .call(
-            &v,
-            Method::DELETE,
-            &format!("/projects/{}/vanity-paths/{id}", enc(&name)),
-            None,
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with(&format!("/projects/{}/vanity", enc(&name)), "Import path removed.")
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/projects/{}/vanity-paths/{id}", enc(&name)),
+        None,
+        &f,
+        &format!("/projects/{}/vanity", enc(&name)),
+        "Import path removed.",
+    )
+    .await
 }
 
 // ---- administration ----
@@ -1034,11 +1034,16 @@ async fn create_user(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields
         "realname": field("realname"),
         "password": field("password"),
     });
-    let r = p.call(&v, Method::POST, "/users", Some(body), csrf_of(&f)).await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with("/admin/users", &format!("User {} created.", field("username")))
+    p.act(
+        &v,
+        Method::POST,
+        "/users",
+        Some(body),
+        &f,
+        "/admin/users",
+        &format!("User {} created.", field("username")),
+    )
+    .await
 }
 
 async fn system(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
@@ -1059,13 +1064,16 @@ async fn system(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) 
 async fn save_system(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
     let v = visitor!(p, h);
     let body = json!({"project_creation_restriction": f.get("project_creation_restriction")});
-    let r = p
-        .call(&v, Method::PUT, "/configurations", Some(body), csrf_of(&f))
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with("/admin/system", "Settings saved.")
+    p.act(
+        &v,
+        Method::PUT,
+        "/configurations",
+        Some(body),
+        &f,
+        "/admin/system",
+        "Settings saved.",
+    )
+    .await
 }
 
 async fn audit(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
@@ -1118,19 +1126,16 @@ async fn change_password(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fi
         "old_password": f.get("old_password").cloned().unwrap_or_default(),
         "new_password": f.get("new_password").cloned().unwrap_or_default(),
     });
-    let r = p
-        .call(
-            &v,
-            Method::PUT,
-            &format!("/users/{id}/password"),
-            Some(body),
-            csrf_of(&f),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    see_other_with("/account/password", "Password changed.")
+    p.act(
+        &v,
+        Method::PUT,
+        &format!("/users/{id}/password"),
+        Some(body),
+        &f,
+        "/account/password",
+        "Password changed.",
+    )
+    .await
 }
 
 #[cfg(test)]
