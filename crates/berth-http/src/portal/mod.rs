@@ -739,24 +739,42 @@ async fn delete_tag(
 
 // ---- members, robots, settings, logs, vanity paths ----
 
-async fn members(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
+/// A project tab that lists what one API call returns (`path` from the project).
+async fn project_tab(
+    p: &Portal,
+    h: &HeaderMap,
+    name: &str,
+    path: impl FnOnce(&Value) -> String,
+    tab: &str,
+    q: &Fields,
+) -> Response {
     let v = visitor!(p, h);
-    let proj = match project_ctx(&p, &v, &name).await {
+    let proj = match project_ctx(p, &v, name).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let r = p
-        .get(&v, &format!("/projects/{}/members?page_size=100", enc(&name)))
-        .await;
+    let r = p.get(&v, &path(&proj)).await;
     if !r.ok() {
         return p.failed(&v, &r);
     }
     p.render(
         Some(&v),
-        "members.html",
+        &format!("{tab}.html"),
         StatusCode::OK,
-        json!({"project": proj, "members": r.items(), "tab": "members", "msg": flash(&q)}),
+        json!({"project": proj, "items": r.items(), "tab": tab, "msg": flash(q)}),
     )
+}
+
+fn robots_of(project: &Value) -> String {
+    format!(
+        "/robots?page_size=100&q=Level%3Dproject%2CProjectID%3D{}",
+        project["project_id"]
+    )
+}
+
+async fn members(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
+    let path = format!("/projects/{}/members?page_size=100", enc(&name));
+    project_tab(&p, &h, &name, |_| path, "members", &q).await
 }
 
 async fn add_member(
@@ -800,29 +818,7 @@ async fn remove_member(
 }
 
 async fn robots(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
-    let v = visitor!(p, h);
-    let proj = match project_ctx(&p, &v, &name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let r = p
-        .get(
-            &v,
-            &format!(
-                "/robots?page_size=100&q=Level%3Dproject%2CProjectID%3D{}",
-                proj["project_id"]
-            ),
-        )
-        .await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    p.render(
-        Some(&v),
-        "robots.html",
-        StatusCode::OK,
-        json!({"project": proj, "robots": r.items(), "tab": "robots", "msg": flash(&q)}),
-    )
+    project_tab(&p, &h, &name, robots_of, "robots", &q).await
 }
 
 async fn create_robot(
@@ -853,20 +849,12 @@ async fn create_robot(
         return p.failed(&v, &r);
     }
     // The secret is shown on this answer only; it is not kept anywhere readable.
-    let list = p
-        .get(
-            &v,
-            &format!(
-                "/robots?page_size=100&q=Level%3Dproject%2CProjectID%3D{}",
-                proj["project_id"]
-            ),
-        )
-        .await;
+    let list = p.get(&v, &robots_of(&proj)).await;
     p.render(
         Some(&v),
         "robots.html",
         StatusCode::OK,
-        json!({"project": proj, "robots": list.items(), "tab": "robots", "created": r.body}),
+        json!({"project": proj, "items": list.items(), "tab": "robots", "created": r.body}),
     )
 }
 
@@ -928,40 +916,14 @@ async fn save_settings(
     .await
 }
 
-async fn logs(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>) -> Response {
-    let v = visitor!(p, h);
-    let proj = match project_ctx(&p, &v, &name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let r = p.get(&v, &format!("/projects/{}/logs?page_size=100", enc(&name))).await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    p.render(
-        Some(&v),
-        "logs.html",
-        StatusCode::OK,
-        json!({"project": proj, "logs": r.items(), "tab": "logs"}),
-    )
+async fn logs(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
+    let path = format!("/projects/{}/logs?page_size=100", enc(&name));
+    project_tab(&p, &h, &name, |_| path, "logs", &q).await
 }
 
 async fn vanity(State(p): State<Portal>, h: HeaderMap, Path(name): Path<String>, Query(q): Query<Fields>) -> Response {
-    let v = visitor!(p, h);
-    let proj = match project_ctx(&p, &v, &name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let r = p.get(&v, &format!("/projects/{}/vanity-paths", enc(&name))).await;
-    if !r.ok() {
-        return p.failed(&v, &r);
-    }
-    p.render(
-        Some(&v),
-        "vanity.html",
-        StatusCode::OK,
-        json!({"project": proj, "paths": r.items(), "tab": "vanity", "msg": flash(&q)}),
-    )
+    let path = format!("/projects/{}/vanity-paths", enc(&name));
+    project_tab(&p, &h, &name, |_| path, "vanity", &q).await
 }
 
 async fn add_vanity(
