@@ -52,6 +52,9 @@ pub struct Registry {
     store: Arc<dyn BlobStore>,
     limits: Limits,
     uploads: Mutex<HashMap<UploadId, UploadSlot>>,
+    /// When this process last wrote each manifest's pull time, so that a
+    /// busy manifest costs one database write a minute, not one per GET.
+    pulls: Mutex<HashMap<(i64, String), std::time::Instant>>,
 }
 
 /// Pull times are kept to this resolution: one write per manifest per minute at most.
@@ -106,6 +109,7 @@ impl Registry {
             store,
             limits,
             uploads: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,6 +134,22 @@ impl Registry {
 
     fn slot(&self, id: &UploadId) -> UploadSlot {
         self.uploads.lock().unwrap().entry(id.clone()).or_default().clone()
+    }
+
+    /// Whether this process should write the pull time of a manifest now.
+    fn pull_due(&self, repo: i64, digest: &str) -> bool {
+        let every = Duration::from_millis(PULL_TIME_RESOLUTION_MS as u64);
+        let now = std::time::Instant::now();
+        let mut map = self.pulls.lock().unwrap();
+        let key = (repo, digest.to_string());
+        if map.get(&key).is_some_and(|t| now.duration_since(*t) < every) {
+            return false;
+        }
+        if map.len() >= 100_000 {
+            map.retain(|_, t| now.duration_since(*t) < every);
+        }
+        map.insert(key, now);
+        true
     }
 
     fn forget(&self, id: &UploadId) {
@@ -487,15 +507,17 @@ impl Registry {
                 .await
                 .map_err(|e| storage_error("reading manifest", e))?;
             // A GET is a pull; noting it must not slow the answer down.
-            let (db, d) = (self.db.clone(), row.digest.clone());
-            tokio::spawn(async move {
-                if let Err(e) = db
-                    .record_pull(repo_id, &d, berth_db::now_ms(), PULL_TIME_RESOLUTION_MS)
-                    .await
-                {
-                    tracing::debug!(error = %e, "recording a pull time failed");
-                }
-            });
+            if self.pull_due(repo_id, &row.digest) {
+                let (db, d) = (self.db.clone(), row.digest.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = db
+                        .record_pull(repo_id, &d, berth_db::now_ms(), PULL_TIME_RESOLUTION_MS)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "recording a pull time failed");
+                    }
+                });
+            }
             Some(r.stream)
         } else {
             None
@@ -731,6 +753,20 @@ fn acceptable(media_type: &str, accept: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_busy_manifest_costs_one_pull_write_a_minute() {
+        let t = berth_db::testing::sqlite().await;
+        let reg = Registry::new(
+            t.db.clone(),
+            Arc::new(berth_storage::MemoryStore::default()),
+            Limits::default(),
+        );
+        assert!(reg.pull_due(1, "sha256:a"));
+        assert!(!reg.pull_due(1, "sha256:a"), "a second write within the minute");
+        assert!(reg.pull_due(1, "sha256:b"));
+        assert!(reg.pull_due(2, "sha256:a"));
+    }
 
     #[test]
     fn accept_negotiation() {
