@@ -218,3 +218,85 @@ async fn pages_are_framed_by_nobody_and_run_only_berths_scripts() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_project_admin_changes_a_members_role_in_place() {
+    let f = Fixture::new().await;
+    let c = no_redirects();
+    let members: serde_json::Value = f
+        .admin(reqwest::Method::GET, "/api/v2.0/projects/secret/members")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gu = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["entity_name"] == "gu")
+        .unwrap()["id"]
+        .clone();
+    let role_of_gu = || async {
+        let v: serde_json::Value = f
+            .admin(reqwest::Method::GET, &format!("/api/v2.0/projects/secret/members/{gu}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["role_id"].as_i64().unwrap()
+    };
+    assert_eq!(role_of_gu().await, 3);
+    let change = |sid: String, csrf: Option<String>| {
+        let c = c.clone();
+        let url = format!("{}/projects/secret/members/{gu}/role", f.base);
+        async move {
+            let mut form = vec![("role".to_string(), "2".to_string())];
+            if let Some(t) = csrf {
+                form.push(("csrf".into(), t));
+            }
+            c.post(url)
+                .header("cookie", sid)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // A guest may not, even with its own valid token.
+    let (user, pw) = f.creds[&P::Guest].clone();
+    let sid = sign_in(&f.base, &user, &pw).await.unwrap();
+    let page = c
+        .get(format!("{}/projects/secret/members", f.base))
+        .header("cookie", &sid)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("member-role"), "a guest is offered the role form");
+    assert_eq!(change(sid.clone(), Some(csrf_in(&page))).await, StatusCode::FORBIDDEN);
+    assert_eq!(role_of_gu().await, 3);
+    // The project admin may; without the CSRF token, not.
+    let (user, pw) = f.creds[&P::ProjectAdmin].clone();
+    let sid = sign_in(&f.base, &user, &pw).await.unwrap();
+    let page = c
+        .get(format!("{}/projects/secret/members", f.base))
+        .header("cookie", &sid)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("member-role"));
+    assert_eq!(change(sid.clone(), None).await, StatusCode::FORBIDDEN);
+    assert_eq!(role_of_gu().await, 3);
+    assert_eq!(change(sid, Some(csrf_in(&page))).await, StatusCode::SEE_OTHER);
+    assert_eq!(role_of_gu().await, 2);
+}

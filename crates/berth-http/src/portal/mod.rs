@@ -112,6 +112,7 @@ pub fn router(st: AppState) -> Router {
         .route("/projects/{p}/tags/delete", post(delete_tag))
         .route("/projects/{p}/members", get(members).post(add_member))
         .route("/projects/{p}/members/{mid}/delete", post(remove_member))
+        .route("/projects/{p}/members/{mid}/role", post(change_role))
         .route("/projects/{p}/robots", get(robots).post(create_robot))
         .route("/projects/{p}/robots/{id}/delete", post(delete_robot))
         .route("/projects/{p}/settings", get(settings).post(save_settings))
@@ -794,6 +795,28 @@ async fn add_member(
         &f,
         &format!("/projects/{}/members", enc(&name)),
         &format!("{user} added."),
+    )
+    .await
+}
+
+async fn change_role(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path((name, mid)): Path<(String, i64)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let role: i64 = f.get("role").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let back = format!("/projects/{}/members", enc(&name));
+    let path = format!("/projects/{}/members/{mid}", enc(&name));
+    p.act(
+        &v,
+        Method::PUT,
+        &path,
+        Some(json!({"role_id": role})),
+        &f,
+        &back,
+        "Role changed.",
     )
     .await
 }
