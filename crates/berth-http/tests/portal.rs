@@ -53,6 +53,27 @@ async fn sign_in(base: &str, user: &str, password: &str) -> Result<String, Statu
     Ok(set_cookie(&r, "sid").expect("a session cookie"))
 }
 
+/// The HTML of `page` for the session `sid`.
+async fn load(f: &Fixture, sid: &str, page: &str) -> String {
+    no_redirects()
+        .get(format!("{}{page}", f.base))
+        .header("cookie", sid)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Signs in as `p` and loads `page`: the session cookie and the HTML.
+async fn page_as(f: &Fixture, p: P, page: &str) -> (String, String) {
+    let (user, pw) = f.creds[&p].clone();
+    let sid = sign_in(&f.base, &user, &pw).await.unwrap();
+    let html = load(f, &sid, page).await;
+    (sid, html)
+}
+
 /// The CSRF token the portal puts in a page's forms.
 fn csrf_in(page: &str) -> String {
     page.split("name=\"csrf\" value=\"")
@@ -129,16 +150,7 @@ async fn pages_follow_the_api() {
         }
 
         // Deleting the spare tag: the portal does it exactly when the API would.
-        let page = c
-            .get(format!("{}/projects/secret/repos/app", f.base))
-            .header("cookie", &sid)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let csrf = csrf_in(&page);
+        let csrf = csrf_in(&load(&f, &sid, "/projects/secret/repos/app").await);
         let r = c
             .post(format!("{}/projects/secret/tags/delete", f.base))
             .header("cookie", &sid)
@@ -268,32 +280,12 @@ async fn a_project_admin_changes_a_members_role_in_place() {
         }
     };
     // A guest may not, even with its own valid token.
-    let (user, pw) = f.creds[&P::Guest].clone();
-    let sid = sign_in(&f.base, &user, &pw).await.unwrap();
-    let page = c
-        .get(format!("{}/projects/secret/members", f.base))
-        .header("cookie", &sid)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (sid, page) = page_as(&f, P::Guest, "/projects/secret/members").await;
     assert!(!page.contains("member-role"), "a guest is offered the role form");
     assert_eq!(change(sid.clone(), Some(csrf_in(&page))).await, StatusCode::FORBIDDEN);
     assert_eq!(role_of_gu().await, 3);
     // The project admin may; without the CSRF token, not.
-    let (user, pw) = f.creds[&P::ProjectAdmin].clone();
-    let sid = sign_in(&f.base, &user, &pw).await.unwrap();
-    let page = c
-        .get(format!("{}/projects/secret/members", f.base))
-        .header("cookie", &sid)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (sid, page) = page_as(&f, P::ProjectAdmin, "/projects/secret/members").await;
     assert!(page.contains("member-role"));
     assert_eq!(change(sid.clone(), None).await, StatusCode::FORBIDDEN);
     assert_eq!(role_of_gu().await, 3);
