@@ -35,6 +35,66 @@ pub async fn run(store: &dyn BlobStore) {
     blobs(store).await;
     uploads(store).await;
     failed_append_leaves_upload_as_it_was(store).await;
+    appends_of_awkward_sizes(store).await;
+}
+
+/// Deterministic bytes that differ at every offset that matters.
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8 ^ salt)
+        .collect()
+}
+
+/// Appends that start and end off block boundaries, arrive in network-sized
+/// pieces that straddle buffer edges, and cross the backends' buffer sizes;
+/// then reads back the whole and ranges of it.
+async fn appends_of_awkward_sizes(store: &dyn BlobStore) {
+    let u = id(9);
+    store.upload_create(&u).await.unwrap();
+    let mut all = Vec::new();
+    // Lengths: one byte, up to a block edge, past it, more than a MiB in odd
+    // pieces, an exact MiB, and a short tail.
+    for (n, (len, piece)) in [
+        (1usize, 1usize),
+        (4095, 1000),
+        (4097, 4096),
+        ((1 << 20) + 12_345, 65_537),
+        (1 << 20, 1 << 20),
+        (3 << 20, 300_007),
+        (17, 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = pattern(len, n as u8);
+        let parts: Vec<std::io::Result<Bytes>> = data.chunks(piece).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let end = store
+            .upload_append(&u, all.len() as u64, Box::pin(stream::iter(parts)))
+            .await
+            .unwrap();
+        all.extend_from_slice(&data);
+        assert_eq!(end, all.len() as u64, "append {n}");
+        assert_eq!(store.upload_size(&u).await.unwrap(), all.len() as u64);
+    }
+    assert!(
+        collect(store.upload_read(&u).await.unwrap()).await == all,
+        "upload reads back"
+    );
+    let d = Digest::sha256_of(&all);
+    store.upload_commit(&u, &d).await.unwrap();
+    let r = store.get(&d, None).await.unwrap();
+    assert_eq!(r.size, all.len() as u64);
+    assert!(collect(r.stream).await == all, "blob reads back");
+    for (a, b) in [
+        (0, 0),
+        (4095, 4096),
+        (1 << 20, (3 << 20) + 5),
+        (all.len() - 1, all.len() - 1),
+    ] {
+        let r = store.get(&d, Some((a as u64, b as u64))).await.unwrap();
+        assert!(collect(r.stream).await == all[a..=b], "range {a}-{b}");
+    }
+    store.delete(&d).await.unwrap();
 }
 
 async fn blobs(store: &dyn BlobStore) {
