@@ -5,6 +5,7 @@
 //! Core never sees HTTP types: bodies arrive as [`ByteStream`], answers leave
 //! as plain values and [`Error`]s carrying an OCI [`ErrorCode`].
 
+mod cache;
 mod error;
 mod registry;
 pub mod shared;

@@ -15,6 +15,7 @@ use berth_storage::{BlobStore, ByteStream, StorageError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::cache::{ContentCache, ResolveCache};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -25,6 +26,10 @@ pub struct Limits {
     pub max_page: usize,
     /// Catalog page size when the client names none.
     pub default_catalog_page: usize,
+    /// How long a resolved tag may be answered from memory. Changes made
+    /// through this process are seen at once; this bounds how long one made
+    /// through another replica can go unseen. Zero asks the database each time.
+    pub resolve_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -33,6 +38,7 @@ impl Default for Limits {
             max_manifest_bytes: 4 << 20,
             max_page: 10_000,
             default_catalog_page: 100,
+            resolve_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -55,7 +61,23 @@ pub struct Registry {
     /// When this process last wrote each manifest's pull time, so that a
     /// busy manifest costs one database write a minute, not one per GET.
     pulls: Mutex<HashMap<(i64, String), std::time::Instant>>,
+    /// Manifest bytes by digest, so that a pull does not go to storage.
+    manifests: ContentCache,
+    /// Tag and digest resolutions, briefly.
+    resolved: ResolveCache,
 }
+
+/// Manifests cached in memory: at most this many bytes in all, and each at
+/// most [`MANIFEST_CACHE_ENTRY`]. Typical image manifests are 0.5 to 3 KiB.
+const MANIFEST_CACHE_BYTES: usize = 8 << 20;
+const MANIFEST_CACHE_ENTRY: usize = 256 << 10;
+/// Tag and digest resolutions kept at most.
+const RESOLVE_CACHE_ENTRIES: usize = 10_000;
+
+/// Bytes of a body handed to the hashing thread at a time, and how many such
+/// batches may wait: about 2 MiB per upload at most.
+const HASH_BATCH: usize = 256 << 10;
+const HASH_QUEUE: usize = 4;
 
 /// Pull times are kept to this resolution: one write per manifest per minute at most.
 const PULL_TIME_RESOLUTION_MS: i64 = 60_000;
@@ -107,9 +129,11 @@ impl Registry {
         Registry {
             db,
             store,
-            limits,
             uploads: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
+            manifests: ContentCache::new(MANIFEST_CACHE_BYTES, MANIFEST_CACHE_ENTRY),
+            resolved: ResolveCache::new(limits.resolve_ttl, RESOLVE_CACHE_ENTRIES),
+            limits,
         }
     }
 
@@ -275,21 +299,64 @@ impl Registry {
                 ));
             }
         }
-        let mut running = state.take().filter(|r| r.offset == current);
-        let hashing = running.as_mut().map(|r| r.hasher.clone());
-        let shared = Arc::new(Mutex::new(hashing));
-        let tap = shared.clone();
-        let body: ByteStream = Box::pin(body.map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                if let Some(h) = tap.lock().unwrap().as_mut() {
-                    h.update(bytes);
-                }
+        let running = state.take().filter(|r| r.offset == current);
+        // Hash on a thread of its own, beside the one that writes to disk, so
+        // that receiving, hashing and writing overlap. The queue is short:
+        // memory per upload stays constant.
+        let (body, hashing) = match running {
+            Some(r) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
+                let mut hasher = r.hasher;
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(batch) = rx.blocking_recv() {
+                        for b in batch {
+                            hasher.update(&b);
+                        }
+                    }
+                    hasher
+                });
+                // Chunks go over in batches, so that small network reads do
+                // not each cost a wake-up of the hashing thread.
+                let pending = Arc::new(Mutex::new((Vec::new(), 0usize)));
+                let (tap, sender) = (pending.clone(), tx.clone());
+                let body: ByteStream = Box::pin(body.then(move |chunk| {
+                    let batch = match &chunk {
+                        Ok(bytes) => {
+                            let mut p = tap.lock().unwrap();
+                            p.0.push(bytes.clone());
+                            p.1 += bytes.len();
+                            (p.1 >= HASH_BATCH).then(|| {
+                                p.1 = 0;
+                                std::mem::take(&mut p.0)
+                            })
+                        }
+                        Err(_) => None,
+                    };
+                    let tx = sender.clone();
+                    async move {
+                        if let Some(batch) = batch {
+                            // The receiver lives until every sender is dropped.
+                            let _ = tx.send(batch).await;
+                        }
+                        chunk
+                    }
+                }));
+                (body, Some((task, tx, pending)))
             }
-            chunk
-        }));
-        match self.store.upload_append(id, current, body).await {
+            None => (body, None),
+        };
+        let appended = self.store.upload_append(id, current, body).await;
+        let hasher = match hashing {
+            Some((task, tx, pending)) => {
+                let rest = std::mem::take(&mut pending.lock().unwrap().0);
+                let _ = tx.send(rest).await;
+                drop(tx);
+                Some(task.await.map_err(|e| Error::internal("hashing upload", e))?)
+            }
+            None => None,
+        };
+        match appended {
             Ok(end) => {
-                let hasher = shared.lock().unwrap().take();
                 *state = hasher.map(|hasher| RunningHash { offset: end, hasher });
                 self.db.touch_upload(id.as_str()).await?;
                 Ok(end)
@@ -466,11 +533,38 @@ impl Registry {
 
     // ---- manifests ----
 
-    async fn resolve(&self, repo_id: i64, reference: &Reference) -> Result<Option<ManifestRow>> {
-        Ok(match reference {
-            Reference::Tag(t) => self.db.tagged_manifest(repo_id, t.as_str()).await?,
-            Reference::Digest(d) => self.db.manifest(repo_id, &d.to_string()).await?,
-        })
+    /// A manifest's bytes, from memory or from storage. Bytes read from
+    /// storage are checked against the digest before they are served or kept.
+    async fn manifest_bytes(&self, digest: &Digest, size: u64) -> Result<Bytes> {
+        if let Some(b) = self.manifests.get(digest) {
+            return Ok(b);
+        }
+        let mut r = self
+            .store
+            .get(digest, None)
+            .await
+            .map_err(|e| storage_error("reading manifest", e))?;
+        let mut buf = bytes::BytesMut::with_capacity(size.min(self.limits.max_manifest_bytes as u64) as usize);
+        while let Some(chunk) = r.stream.next().await {
+            let chunk = chunk.map_err(|e| storage_error("reading manifest", StorageError::Io(e)))?;
+            if buf.len() + chunk.len() > self.limits.max_manifest_bytes.max(size as usize) {
+                return Err(Error::internal(
+                    "reading manifest",
+                    "stored manifest is larger than recorded",
+                ));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let bytes = buf.freeze();
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if &actual != digest {
+            return Err(Error::internal(
+                "reading manifest",
+                format!("stored bytes of {digest} hash to {actual}"),
+            ));
+        }
+        self.manifests.insert(digest, bytes.clone());
+        Ok(bytes)
     }
 
     /// GET or HEAD of a manifest. A GET records the pull time, to the minute. `accept` is the client's list of media types
@@ -488,8 +582,28 @@ impl Registry {
                 format!("manifest {reference} is not in {repo}"),
             )
         };
-        let repo_id = self.repo_id(repo).await?;
-        let row = self.resolve(repo_id, reference).await?.ok_or_else(unknown)?;
+        let name = reference.to_string();
+        let changes = self.db.changes();
+        let found = match self.resolved.get(repo.as_str(), &name, changes) {
+            Some(hit) => Some(hit),
+            None => {
+                let by_digest = matches!(reference, Reference::Digest(_));
+                let found = self
+                    .db
+                    .named_manifest(repo.as_str(), &name, by_digest)
+                    .await?
+                    .map(|(id, row)| (id, Arc::new(row)));
+                if let Some((id, row)) = &found {
+                    self.resolved.insert(repo.as_str(), &name, changes, *id, row.clone());
+                }
+                found
+            }
+        };
+        let Some((repo_id, row)) = found else {
+            // Tell an unknown repository from an unknown manifest.
+            self.repo_id(repo).await?;
+            return Err(unknown());
+        };
         if !acceptable(&row.media_type, accept) {
             return Err(Error::new(
                 ErrorCode::ManifestUnknown,
@@ -501,11 +615,7 @@ impl Registry {
         }
         let digest: Digest = row.digest.parse().map_err(|e| Error::internal("stored digest", e))?;
         let body = if with_body {
-            let r = self
-                .store
-                .get(&digest, None)
-                .await
-                .map_err(|e| storage_error("reading manifest", e))?;
+            let bytes = self.manifest_bytes(&digest, row.size as u64).await?;
             // A GET is a pull; noting it must not slow the answer down.
             if self.pull_due(repo_id, &row.digest) {
                 let (db, d) = (self.db.clone(), row.digest.clone());
@@ -518,13 +628,14 @@ impl Registry {
                     }
                 });
             }
-            Some(r.stream)
+            let stream: ByteStream = Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+            Some(stream)
         } else {
             None
         };
         Ok(ManifestRead {
             digest,
-            media_type: row.media_type,
+            media_type: row.media_type.clone(),
             size: row.size as u64,
             body,
         })
@@ -617,6 +728,7 @@ impl Registry {
             tag: tag.map(|t: Tag| t.as_str().to_string()),
         };
         self.db.put_manifest(repo_id, &record).await?;
+        self.manifests.insert(&digest, body);
         Ok(ManifestPut {
             digest,
             subject: parsed.subject.map(|s| s.digest),

@@ -376,6 +376,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.changed();
         Ok(r.rows_affected() > 0)
     }
 

@@ -10,7 +10,8 @@
 //! together apply them once. The suite in `tests/` runs on every database.
 
 use std::borrow::Cow;
-use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -192,6 +193,9 @@ pub fn now_ms() -> i64 {
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// Counts this process's commits that changed what a tag or digest
+    /// resolves to, so that caches of resolution can tell they are stale.
+    changes: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -221,7 +225,22 @@ impl Db {
         }
         let pool = opts.connect(url).await?;
         migrations(dialect).run(&pool).await?;
-        Ok(Db { pool, dialect })
+        Ok(Db {
+            pool,
+            dialect,
+            changes: Arc::default(),
+        })
+    }
+
+    /// Changes this process made to tags and manifests so far. Writes by
+    /// other processes are not counted: a cache must also age its entries.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Notes a committed change to tags or manifests.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     fn connect_drivers() {

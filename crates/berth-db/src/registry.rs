@@ -216,6 +216,41 @@ impl Db {
         row.as_ref().map(manifest_row).transpose()
     }
 
+    /// A manifest found by repository name and tag (or digest, when `by_digest`)
+    /// in one query, with the repository's id: the read path of every pull.
+    pub async fn named_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        by_digest: bool,
+    ) -> Result<Option<(i64, ManifestRow)>> {
+        let cols = MANIFEST_COLS
+            .split(", ")
+            .map(|c| format!("m.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = if by_digest {
+            format!(
+                "SELECT r.id AS repo_id, {cols} FROM repositories r JOIN manifests m ON m.repository_id = r.id \
+                 WHERE r.name = ? AND m.digest = ?"
+            )
+        } else {
+            format!(
+                "SELECT r.id AS repo_id, {cols} FROM repositories r JOIN tags t ON t.repository_id = r.id \
+                 JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+                 WHERE r.name = ? AND t.name = ?"
+            )
+        };
+        let row = sqlx::query(&self.q(&sql))
+            .bind(repo)
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|r| Ok((r.try_get::<i64, _>("repo_id")?, manifest_row(r)?)))
+            .transpose()
+    }
+
     /// The manifest a tag points to.
     pub async fn tagged_manifest(&self, repo: i64, tag: &str) -> Result<Option<ManifestRow>> {
         let sql = format!(
@@ -289,6 +324,7 @@ impl Db {
                 .await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -407,6 +443,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.changed();
         Ok(r.rows_affected() > 0)
     }
 
@@ -416,6 +453,7 @@ impl Db {
             .bind(tag)
             .execute(&self.pool)
             .await?;
+        self.changed();
         Ok(r.rows_affected() > 0)
     }
 
@@ -579,6 +617,7 @@ impl Db {
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
+        self.changed();
         Ok(())
     }
 
@@ -594,6 +633,7 @@ impl Db {
             sqlx::query(&self.q(sql)).bind(repo).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 }

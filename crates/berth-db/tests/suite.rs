@@ -154,6 +154,18 @@ async fn manifests_tags_and_referrers() {
             db.tagged_manifest(repo, "latest").await.unwrap().unwrap().digest,
             digest(101)
         );
+        // The pull path's one query: by name and tag, and by name and digest.
+        let (id, m) = db.named_manifest("lib/img", "latest", false).await.unwrap().unwrap();
+        assert_eq!((id, m.digest.as_str()), (repo, digest(101).as_str()));
+        let (_, m) = db.named_manifest("lib/img", &digest(100), true).await.unwrap().unwrap();
+        assert_eq!(m, image.row);
+        assert!(db.named_manifest("lib/img", "nope", false).await.unwrap().is_none());
+        assert!(db.named_manifest("lib/other", "latest", false).await.unwrap().is_none());
+        assert!(db
+            .named_manifest("lib/img", &digest(101), false)
+            .await
+            .unwrap()
+            .is_none());
 
         // An index and its child.
         let index = ManifestRecord {

@@ -205,6 +205,10 @@ pub struct Registry {
     pub upload_expiry_secs: u64,
     /// How often to look for expired uploads, in seconds.
     pub upload_purge_interval_secs: u64,
+    /// How long, in milliseconds, a replica may answer a tag from memory.
+    /// A tag moved or deleted through another replica can be seen late by
+    /// at most this much; through this replica, at once. 0 turns it off.
+    pub tag_cache_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -260,6 +264,7 @@ impl Default for Registry {
             max_manifest_bytes: 4 << 20,
             upload_expiry_secs: 24 * 3600,
             upload_purge_interval_secs: 600,
+            tag_cache_ms: 1000,
         }
     }
 }

@@ -55,6 +55,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         .with_context(|| format!("opening database {}", berth_db::redact(&url)))?;
     let limits = Limits {
         max_manifest_bytes: cfg.config.registry.max_manifest_bytes as usize,
+        resolve_ttl: std::time::Duration::from_millis(cfg.config.registry.tag_cache_ms),
         ..Limits::default()
     };
     let registry = Arc::new(Registry::new(db.clone(), store, limits));
