@@ -49,6 +49,26 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// Each argon2 check holds 19 MiB for tens of milliseconds. Running more at
+/// once than there are cores is no faster, and a burst of logins (a CI fleet
+/// starting) would otherwise hold 19 MiB each at the same time.
+pub(crate) fn argon2_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores.clamp(1, 4))
+    })
+}
+
+/// [`verify_password`] off the async threads, at most [`argon2_slots`] at a time.
+pub async fn verify_password_bounded(password: &str, hash: &str) -> bool {
+    let _slot = argon2_slots().acquire().await.expect("the semaphore is never closed");
+    let (pw, hash) = (password.to_string(), hash.to_string());
+    tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
+        .await
+        .unwrap_or(false)
+}
+
 /// Harbor's rule: 8 to 128 characters, with an uppercase and a lowercase
 /// letter and a digit.
 pub fn password_policy(password: &str) -> Result<(), String> {

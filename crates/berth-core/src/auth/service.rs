@@ -176,7 +176,7 @@ impl AuthService {
         }
         let Some(u) = self.db.user_by_name(username).await? else {
             // Spend the same time as a real check, so timing does not reveal names.
-            let _ = secret::verify_password(password, DUMMY_HASH);
+            let _ = secret::verify_password_bounded(password, DUMMY_HASH).await;
             return Ok(None);
         };
         // argon2 is slow on purpose; a client that sends its password with
@@ -191,15 +191,26 @@ impl AuthService {
         let ok = if self.shared.cache_get(&cache_key).await.is_some() {
             true
         } else {
-            let hash = u.password_hash.clone();
-            let pw = password.to_string();
-            let ok = tokio::task::spawn_blocking(move || secret::verify_password(&pw, &hash))
+            // Many logins with the same password at once: the first check
+            // fills the cache while the others wait for a slot, and they
+            // look again before paying for one.
+            let _slot = secret::argon2_slots()
+                .acquire()
                 .await
-                .unwrap_or(false);
-            if ok {
-                self.shared.cache_put(&cache_key, b"1", PASSWORD_CACHE_TTL).await;
+                .expect("the semaphore is never closed");
+            if self.shared.cache_get(&cache_key).await.is_some() {
+                true
+            } else {
+                let hash = u.password_hash.clone();
+                let pw = password.to_string();
+                let ok = tokio::task::spawn_blocking(move || secret::verify_password(&pw, &hash))
+                    .await
+                    .unwrap_or(false);
+                if ok {
+                    self.shared.cache_put(&cache_key, b"1", PASSWORD_CACHE_TTL).await;
+                }
+                ok
             }
-            ok
         };
         Ok(ok.then_some(Subject::User {
             id: u.id,

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use berth_core::auth::{
-    hash_password, hash_secret, password_policy, project_perms, random_secret, rfc3339, verify_password, Perm,
+    hash_password, hash_secret, password_policy, project_perms, random_secret, rfc3339, verify_password_bounded, Perm,
     RobotPermission, Role, Subject,
 };
 use berth_db::{AuditFilter, ManifestRow, ProjectRow, RobotRow, UserRow};
@@ -290,7 +290,7 @@ pub async fn change_password(
     let u = user(&st, id).await?;
     // People changing their own password prove they know the old one;
     // administrators resetting someone else's do not need to.
-    if who.user_id() == Some(id) && !verify_password(&b.old_password, &u.password_hash) {
+    if who.user_id() == Some(id) && !verify_password_bounded(&b.old_password, &u.password_hash).await {
         return Err(ApiErr::new(StatusCode::FORBIDDEN, "the old password is wrong"));
     }
     password_policy(&b.new_password).map_err(ApiErr::bad)?;
