@@ -276,6 +276,18 @@ impl Client {
 
     /// Monolithic push: POST then one PUT with the whole body.
     async fn push_monolithic(&self, repo: &str, seed: u64, size: u64, digest: &str) -> anyhow::Result<()> {
+        self.push_monolithic_counted(repo, seed, size, digest, None).await
+    }
+
+    /// Monolithic push (POST, then PUT of the whole body); `sent` counts bytes as they go.
+    async fn push_monolithic_counted(
+        &self,
+        repo: &str,
+        seed: u64,
+        size: u64,
+        digest: &str,
+        sent: Option<Arc<AtomicU64>>,
+    ) -> anyhow::Result<()> {
         let r = self
             .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
             .send()
@@ -288,7 +300,7 @@ impl Client {
             .req(Method::PUT, &Self::with_digest(&loc, digest))
             .header("content-type", "application/octet-stream")
             .header("content-length", size)
-            .body(body_of(seed, size, None))
+            .body(body_of(seed, size, sent))
             .send()
             .await?;
         if r.status() != StatusCode::CREATED {
@@ -302,7 +314,15 @@ impl Client {
     }
 
     /// Chunked push: PATCH in `chunk`-byte pieces with Content-Range, then PUT.
-    async fn push_chunked(&self, repo: &str, seed: u64, size: u64, digest: &str, chunk: u64) -> anyhow::Result<()> {
+    async fn push_chunked(
+        &self,
+        repo: &str,
+        seed: u64,
+        size: u64,
+        digest: &str,
+        chunk: u64,
+        progress: Arc<AtomicU64>,
+    ) -> anyhow::Result<()> {
         let r = self
             .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
             .send()
@@ -339,6 +359,7 @@ impl Client {
             }
             loc = self.location(&r)?;
             sent += n;
+            progress.fetch_add(n, Ordering::Relaxed);
         }
         let r = self.req(Method::PUT, &Self::with_digest(&loc, digest)).send().await?;
         if r.status() != StatusCode::CREATED {
@@ -674,9 +695,11 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
                     let digest = if chunked { digest_of(seed, size) } else { digest.clone() };
                     let started = Instant::now();
                     let r = if chunked {
-                        c.push_chunked(&repo, seed, size, &digest, 16 << 20).await
+                        c.push_chunked(&repo, seed, size, &digest, 16 << 20, counter.clone())
+                            .await
                     } else {
-                        c.push_monolithic(&repo, seed, size, &digest).await
+                        c.push_monolithic_counted(&repo, seed, size, &digest, Some(counter.clone()))
+                            .await
                     };
                     let secs = started.elapsed().as_secs_f64();
                     p.finish().await;
