@@ -171,6 +171,7 @@ struct Client {
     http: reqwest::Client,
     base: String,
     user: Option<(String, String)>,
+    /// The Authorization header's value: a bearer token or Basic credentials.
     token: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -209,6 +210,17 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        if challenge.starts_with("Basic ") {
+            // distribution with htpasswd, and other registries without a
+            // token service: the password goes with every request.
+            let Some((u, p)) = &self.user else {
+                bail!("the registry asks for a user and password (Basic); pass -u and -p");
+            };
+            use base64::Engine as _;
+            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            *self.token.lock().unwrap() = Some(format!("Basic {pair}"));
+            return Ok(());
+        }
         let Some(params) = challenge.strip_prefix("Bearer ") else {
             bail!("the registry asks for {challenge:?}, which berth bench does not speak");
         };
@@ -239,7 +251,7 @@ impl Client {
             .as_str()
             .or(v["access_token"].as_str())
             .ok_or_else(|| anyhow!("no token in the answer"))?;
-        *self.token.lock().unwrap() = Some(t.to_string());
+        *self.token.lock().unwrap() = Some(format!("Bearer {t}"));
         Ok(())
     }
 
@@ -251,7 +263,7 @@ impl Client {
         };
         let r = self.http.request(method, url);
         match self.token.lock().unwrap().clone() {
-            Some(t) => r.bearer_auth(t),
+            Some(auth) => r.header(reqwest::header::AUTHORIZATION, auth),
             None => r,
         }
     }
@@ -419,8 +431,22 @@ impl Client {
             .body(config.clone())
             .send()
             .await?;
-        if r.status() != StatusCode::CREATED {
-            bail!("pushing a config: {}", r.status());
+        match r.status() {
+            StatusCode::CREATED => {}
+            // A registry without single-request pushes opened a session instead.
+            StatusCode::ACCEPTED => {
+                let loc = self.location(&r)?;
+                let r = self
+                    .req(Method::PUT, &Self::with_digest(&loc, &cd))
+                    .header("content-type", "application/octet-stream")
+                    .body(config.clone())
+                    .send()
+                    .await?;
+                if r.status() != StatusCode::CREATED {
+                    bail!("pushing a config: {}", r.status());
+                }
+            }
+            other => bail!("pushing a config: {other}"),
         }
         let mut layers = Vec::new();
         for (i, size) in layer_sizes.iter().enumerate() {
