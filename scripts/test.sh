@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every berth test: formatting, lints, unit, database, API, black-box and
 # crash tests. First installs what the tests drive (skopeo, podman, buildah,
-# Go, git, nginx, redis-server, Chromium, the oras Python client,
-# kubernetes-validate, playwright-core from npm, and s3s-fs, an S3 server
-# built once from crates.io) when missing, so it works on a fresh machine;
+# Go, git, nginx, redis-server, distribution (docker-registry), Chromium,
+# the oras Python client, kubernetes-validate, playwright-core from npm, and
+# s3s-fs, an S3 server built once from crates.io) when missing, so it works on a fresh machine;
 # running it again installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -65,3 +65,59 @@ fn bench_runs_every_scenario() {
         .count();
     assert_eq!(n, 150);
 }
+
+/// The same tool against another registry: distribution, the reference
+/// registry, which answers a single-request push with an upload session and
+/// needs no login. Every scenario runs without an error.
+#[test]
+fn bench_runs_against_distribution() {
+    if !have("docker-registry", "--version") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+            tmp.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "distribution did not start on port {port}");
+    let out = run(Command::new(BERTH)
+        .args(["bench", &url, "--sizes", "1M", "--concurrency", "2", "--seconds", "1"])
+        .args(["--clients", "2", "--layers", "5", "--count", "120", "--json"])
+        .args(["--pid", &registry.id().to_string()]));
+    let _ = registry.kill();
+    let _ = registry.wait();
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let figures = report["figures"].as_array().unwrap();
+    for scenario in ["push", "pull", "manifest", "image", "tags", "catalog"] {
+        let mine: Vec<&Value> = figures.iter().filter(|f| f["scenario"] == scenario).collect();
+        assert!(!mine.is_empty(), "no {scenario} figure in {out}");
+        for f in mine {
+            assert_eq!(f["errors"], 0, "{f}");
+            assert!(f["peak_rss_mib"].as_f64().unwrap() > 1.0, "{f}");
+        }
+    }
+    let cat = figures.iter().find(|f| f["scenario"] == "catalog").unwrap();
+    assert!(cat["detail"].as_str().unwrap().starts_with("120 repositories"), "{cat}");
+}
