@@ -19,9 +19,11 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 mod accounts;
+mod gc;
 mod registry;
 
 pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, SessionRow, UserRow, VanityRow};
+pub use gc::{Unreferenced, Untagged};
 pub use registry::{ManifestRecord, ManifestReference, ManifestRow, RepositoryRow, TagRow, UploadRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,10 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// A stored object a write depends on is no longer there (garbage
+    /// collection removed it); the write was not made.
+    #[error("{0} is not stored")]
+    Missing(String),
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -142,6 +148,7 @@ fn migrations(dialect: Dialect) -> Migrator {
             (4, "vanity", include_str!("../migrations/sqlite/0004_vanity.sql")),
             (5, "leases", include_str!("../migrations/sqlite/0005_leases.sql")),
             (6, "pull_time", include_str!("../migrations/sqlite/0006_pull_time.sql")),
+            (7, "jobs_gc", include_str!("../migrations/sqlite/0007_jobs_gc.sql")),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
@@ -154,6 +161,7 @@ fn migrations(dialect: Dialect) -> Migrator {
                 "pull_time",
                 include_str!("../migrations/postgres/0006_pull_time.sql"),
             ),
+            (7, "jobs_gc", include_str!("../migrations/postgres/0007_jobs_gc.sql")),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
@@ -162,6 +170,7 @@ fn migrations(dialect: Dialect) -> Migrator {
             (4, "vanity", include_str!("../migrations/mysql/0004_vanity.sql")),
             (5, "leases", include_str!("../migrations/mysql/0005_leases.sql")),
             (6, "pull_time", include_str!("../migrations/mysql/0006_pull_time.sql")),
+            (7, "jobs_gc", include_str!("../migrations/mysql/0007_jobs_gc.sql")),
         ],
     };
     let list: Vec<Migration> = files
@@ -267,6 +276,10 @@ impl Db {
 
 /// A nullable text column. MySQL reports TEXT columns to the `Any` driver as
 /// BLOB, so bytes are accepted too and read as UTF-8.
+fn text(row: &AnyRow, col: &str) -> Result<String> {
+    opt_string(row, col)?.ok_or_else(|| DbError::Sqlx(sqlx::Error::ColumnNotFound(format!("{col} is NULL"))))
+}
+
 fn opt_string(row: &AnyRow, col: &str) -> Result<Option<String>> {
     match row.try_get::<Option<String>, _>(col) {
         Ok(v) => Ok(v),

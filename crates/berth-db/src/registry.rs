@@ -99,10 +99,11 @@ impl Db {
         let mut tx = self.begin().await?;
         let sql = self
             .dialect
-            .insert_ignore("blobs", "digest, size, created_at", "digest");
+            .insert_ignore("blobs", "digest, size, created_at, touched_at", "digest");
         sqlx::query(&self.q(&sql))
             .bind(digest)
             .bind(size)
+            .bind(now)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -271,8 +272,13 @@ impl Db {
     }
 
     /// Inserts a manifest (a no-op if present), its references and its tag, atomically.
+    /// Every object it references (blobs and child manifests) must still be
+    /// stored: each is touched in the same transaction, and one that garbage
+    /// collection removed fails the whole put with [`crate::DbError::Missing`].
     pub async fn put_manifest(&self, repo: i64, m: &ManifestRecord) -> Result<()> {
         let mut tx = self.begin().await?;
+        self.touch_all(&mut tx, m.references.iter().map(|r| r.digest.as_str()))
+            .await?;
         let r = &m.row;
         let sql = self.dialect.insert_ignore(
             "manifests",

@@ -179,6 +179,20 @@ async fn manifests_tags_and_referrers() {
             }],
             tag: None,
         };
+        // A child's bytes are a stored object too (the registry records each
+        // manifest's before storing it); an index needs them.
+        let orphan = ManifestRecord {
+            references: vec![ManifestReference {
+                digest: digest(999),
+                is_manifest: true,
+            }],
+            ..index.clone()
+        };
+        assert!(matches!(
+            db.put_manifest(repo, &orphan).await,
+            Err(berth_db::DbError::Missing(d)) if d == digest(999)
+        ));
+        db.touch_object(&digest(100), 100).await.unwrap();
         db.put_manifest(repo, &index).await.unwrap();
         assert_eq!(
             db.manifest_parents(repo, &digest(100)).await.unwrap(),
@@ -307,7 +321,10 @@ async fn project_storage_counts_shared_content_once() {
         db.link_blob(a, &digest(2), 20, None).await.unwrap();
         db.link_blob(other, &digest(3), 5, None).await.unwrap();
         let m = ManifestRecord {
-            row: row(&digest(100), None, None),
+            row: ManifestRow {
+                pushed_at: berth_db::now_ms(),
+                ..row(&digest(100), None, None)
+            },
             references: vec![ManifestReference {
                 digest: digest(1),
                 is_manifest: false,
@@ -350,6 +367,9 @@ async fn project_storage_counts_shared_content_once() {
                 .to_vec(),
             tag: Some("multi".into()),
         };
+        for n in [100, 101] {
+            db.touch_object(&digest(n), 123).await.unwrap();
+        }
         db.put_manifest(a, &index).await.unwrap();
         assert_eq!(db.artifact_size(a, &digest(102)).await.unwrap(), 3 * 123 + 1000 + 20);
     })
@@ -378,6 +398,136 @@ async fn pull_times_are_kept_to_the_minute() {
         assert_eq!(db.pulled_at(repo, &digest(7)).await.unwrap(), Some(1_000_000));
         db.record_pull(repo, &digest(7), 1_070_000, 60_000).await.unwrap();
         assert_eq!(db.pulled_at(repo, &digest(7)).await.unwrap(), Some(1_070_000));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_collection_takes_only_what_nothing_needs() {
+    each(async |db| {
+        let future = berth_db::now_ms() + 60_000;
+        let past = berth_db::now_ms() - 60_000;
+        let repo = db.ensure_repository("lib/gc").await.unwrap();
+        for n in [1, 2] {
+            db.link_blob(repo, &digest(n), 10 * n as i64, None).await.unwrap();
+        }
+        // Manifest 100 (untagged) references blob 1; blob 2 is referenced by nothing.
+        db.touch_object(&digest(100), 123).await.unwrap();
+        let m = ManifestRecord {
+            row: ManifestRow {
+                pushed_at: berth_db::now_ms(),
+                ..row(&digest(100), None, None)
+            },
+            references: vec![ManifestReference {
+                digest: digest(1),
+                is_manifest: false,
+            }],
+            tag: None,
+        };
+        db.put_manifest(repo, &m).await.unwrap();
+
+        let found = db.unreferenced_objects(future, "", 100).await.unwrap();
+        assert_eq!(found.iter().map(|u| u.digest.clone()).collect::<Vec<_>>(), [digest(2)]);
+        assert_eq!(found[0].size, 20);
+        assert!(
+            db.unreferenced_objects(past, "", 100).await.unwrap().is_empty(),
+            "nothing old enough"
+        );
+
+        // Touched within the window, or referenced: kept, and the bytes are not asked to go.
+        let mut called = false;
+        assert!(!db
+            .delete_object_if_unused(&digest(2), past, async || {
+                called = true;
+                Ok(())
+            })
+            .await
+            .unwrap());
+        assert!(!db
+            .delete_object_if_unused(&digest(1), future, async || {
+                called = true;
+                Ok(())
+            })
+            .await
+            .unwrap());
+        assert!(!called);
+        // Removing the bytes fails: the row stays.
+        assert!(db
+            .delete_object_if_unused(&digest(2), future, async || Err("disk on fire".to_string()))
+            .await
+            .is_err());
+        assert!(db.object_exists(&digest(2)).await.unwrap());
+        // Unreferenced and old: row, repository link and bytes go together.
+        assert!(db
+            .delete_object_if_unused(&digest(2), future, async || {
+                called = true;
+                Ok(())
+            })
+            .await
+            .unwrap());
+        assert!(called);
+        assert!(!db.object_exists(&digest(2)).await.unwrap());
+        assert_eq!(db.repository_blob(repo, &digest(2)).await.unwrap(), None);
+
+        // What depended on the collected blob now fails instead of pointing at nothing.
+        let other = db.ensure_repository("lib/other").await.unwrap();
+        assert_eq!(db.link_existing_blob(other, &digest(2)).await.unwrap(), None);
+        assert_eq!(db.link_existing_blob(other, &digest(1)).await.unwrap(), Some(10));
+        let needs_2 = ManifestRecord {
+            row: row(&digest(101), None, None),
+            references: vec![ManifestReference {
+                digest: digest(2),
+                is_manifest: false,
+            }],
+            tag: Some("t".into()),
+        };
+        assert!(matches!(
+            db.put_manifest(repo, &needs_2).await,
+            Err(berth_db::DbError::Missing(_))
+        ));
+        assert!(
+            db.tagged_manifest(repo, "t").await.unwrap().is_none(),
+            "nothing of it was kept"
+        );
+
+        // Untagged manifests: found, removed only while still untagged.
+        let untagged = db.untagged_manifests(future, 10).await.unwrap();
+        assert_eq!(untagged.len(), 1);
+        assert_eq!(
+            (untagged[0].repository.as_str(), untagged[0].digest.as_str()),
+            ("lib/gc", digest(100).as_str())
+        );
+        assert!(db.untagged_manifests(past, 10).await.unwrap().is_empty(), "too young");
+        db.set_tag(repo, "now-tagged", &digest(100)).await.unwrap();
+        assert!(!db
+            .delete_manifest_if_untagged(repo, &digest(100), future)
+            .await
+            .unwrap());
+        assert!(db.delete_tag(repo, "now-tagged").await.unwrap());
+        assert!(db
+            .delete_manifest_if_untagged(repo, &digest(100), future)
+            .await
+            .unwrap());
+        assert!(db.manifest(repo, &digest(100)).await.unwrap().is_none());
+        // Its bytes and its blob are garbage now (blob 1 is still linked to lib/other, but
+        // nothing references it).
+        let found: Vec<String> = db
+            .unreferenced_objects(future, "", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.digest)
+            .collect();
+        assert_eq!(found, [digest(1), digest(100)]);
+        // Paging by digest.
+        let page: Vec<String> = db
+            .unreferenced_objects(future, &digest(1), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.digest)
+            .collect();
+        assert_eq!(page, [digest(100)]);
     })
     .await;
 }
