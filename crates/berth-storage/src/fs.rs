@@ -12,6 +12,8 @@
 //! │   └── sha512/...
 //! ├── uploads/
 //! │   └── 6f1c...                       upload in progress, one file per session
+//! ├── trash/
+//! │   └── sha256-e3b0c442...b855       blob being removed by garbage collection
 //! └── tmp/
 //!     └── <random>                      small object being written, renamed into blobs/
 //! ```
@@ -82,7 +84,7 @@ impl FsStore {
     /// writable by writing, syncing and removing a probe file.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<FsStore> {
         let root = root.into();
-        for sub in ["blobs", "uploads", "tmp"] {
+        for sub in ["blobs", "uploads", "tmp", "trash"] {
             ensure_dir(&root.join(sub))
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", root.join(sub).display())))?;
         }
@@ -114,6 +116,12 @@ impl FsStore {
             .join(d.algorithm().as_str())
             .join(&d.hex()[..2])
             .join(d.hex())
+    }
+
+    fn trash_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("trash")
+            .join(format!("{}-{}", d.algorithm().as_str(), d.hex()))
     }
 
     fn upload_path(&self, id: &UploadId) -> PathBuf {
@@ -435,6 +443,71 @@ impl BlobStore for FsStore {
         Ok(())
     }
 
+    async fn trash(&self, digest: &Digest) -> Result<bool> {
+        let (from, to) = (self.blob_path(digest), self.trash_path(digest));
+        blocking(move || match fs::rename(&from, &to) {
+            Ok(()) => {
+                sync_dir(from.parent().expect("parent"))?;
+                sync_dir(to.parent().expect("parent"))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(StorageError::Io)
+    }
+
+    async fn restore(&self, digest: &Digest) -> Result<bool> {
+        let from = self.trash_path(digest);
+        if !from.exists() {
+            return Ok(false);
+        }
+        // Stored again meanwhile: same digest, same bytes; keep the new one.
+        if self.stat(digest).await.is_ok() {
+            self.purge(digest).await?;
+            return Ok(true);
+        }
+        let this = self.clone();
+        let digest = digest.clone();
+        blocking(move || {
+            this.publish(&from, &digest)?;
+            sync_dir(from.parent().expect("parent"))?;
+            Ok(true)
+        })
+        .await
+        .map_err(StorageError::Io)
+    }
+
+    async fn purge(&self, digest: &Digest) -> Result<()> {
+        let p = self.trash_path(digest);
+        blocking(move || match fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().expect("parent")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn trashed(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("trash");
+        Ok(blocking(move || {
+            let mut out = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                let name = entry?.file_name();
+                if let Some(d) = name
+                    .to_str()
+                    .and_then(|n| n.replacen('-', ":", 1).parse::<Digest>().ok())
+                {
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+        .await?)
+    }
+
     async fn upload_create(&self, id: &UploadId) -> Result<()> {
         let p = self.upload_path(id);
         blocking(move || {
@@ -530,7 +603,13 @@ impl BlobStore for FsStore {
                 let Some(id) = entry.file_name().to_str().and_then(|s| s.parse::<UploadId>().ok()) else {
                     continue;
                 };
-                let modified = entry.metadata()?.modified()?;
+                // An upload that finished (or was cancelled) since the
+                // directory was read is simply no longer listed.
+                let modified = match entry.metadata() {
+                    Ok(m) => m.modified()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 out.push((id, modified));
             }
             Ok(out)

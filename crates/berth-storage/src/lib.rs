@@ -91,6 +91,21 @@ pub trait BlobStore: Send + Sync + 'static {
     /// All uploads with the time they were last written, for purging abandoned ones.
     async fn upload_list(&self) -> Result<Vec<(UploadId, SystemTime)>>;
 
+    /// Moves a committed blob aside, as the step of a removal that may still
+    /// be undone (garbage collection does it before its deletion commits).
+    /// False if there was no such blob.
+    async fn trash(&self, digest: &Digest) -> Result<bool>;
+
+    /// Puts a trashed blob back. If the blob was stored again meanwhile, the
+    /// trashed copy (the same bytes) is dropped. False if none was trashed.
+    async fn restore(&self, digest: &Digest) -> Result<bool>;
+
+    /// Deletes a trashed blob for good. Absent is not an error.
+    async fn purge(&self, digest: &Digest) -> Result<()>;
+
+    /// Blobs in the trash: left there by a removal that was interrupted.
+    async fn trashed(&self) -> Result<Vec<Digest>>;
+
     /// Where a client may fetch the blob directly, for backends that can serve it.
     async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>> {
         Ok(None)

@@ -14,6 +14,7 @@ use crate::{BlobReader, BlobStore, ByteStream, Result, StorageError};
 #[derive(Default)]
 pub struct MemoryStore {
     blobs: Mutex<HashMap<Digest, Bytes>>,
+    trash: Mutex<HashMap<Digest, Bytes>>,
     uploads: Mutex<HashMap<UploadId, (BytesMut, SystemTime)>>,
 }
 
@@ -62,6 +63,31 @@ impl BlobStore for MemoryStore {
     async fn delete(&self, digest: &Digest) -> Result<()> {
         self.blobs.lock().unwrap().remove(digest);
         Ok(())
+    }
+
+    async fn trash(&self, digest: &Digest) -> Result<bool> {
+        let Some(b) = self.blobs.lock().unwrap().remove(digest) else {
+            return Ok(false);
+        };
+        self.trash.lock().unwrap().insert(digest.clone(), b);
+        Ok(true)
+    }
+
+    async fn restore(&self, digest: &Digest) -> Result<bool> {
+        let Some(b) = self.trash.lock().unwrap().remove(digest) else {
+            return Ok(false);
+        };
+        self.blobs.lock().unwrap().entry(digest.clone()).or_insert(b);
+        Ok(true)
+    }
+
+    async fn purge(&self, digest: &Digest) -> Result<()> {
+        self.trash.lock().unwrap().remove(digest);
+        Ok(())
+    }
+
+    async fn trashed(&self) -> Result<Vec<Digest>> {
+        Ok(self.trash.lock().unwrap().keys().cloned().collect())
     }
 
     async fn upload_create(&self, id: &UploadId) -> Result<()> {

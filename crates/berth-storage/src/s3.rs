@@ -128,6 +128,10 @@ impl S3Store {
         self.key(&format!("blobs/{}/{}/{hex}", d.algorithm().as_str(), &hex[..2]))
     }
 
+    fn trash_key(&self, d: &Digest) -> Path {
+        self.key(&format!("trash/{}-{}", d.algorithm().as_str(), d.hex()))
+    }
+
     fn upload_dir(&self, id: &UploadId) -> Path {
         self.key(&format!("uploads/{id}"))
     }
@@ -261,6 +265,48 @@ impl BlobStore for S3Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io_err(e)),
         }
+    }
+
+    // S3 has no rename: a trash move is a server-side copy and a delete.
+    async fn trash(&self, digest: &Digest) -> Result<bool> {
+        match self.store.copy(&self.blob_key(digest), &self.trash_key(digest)).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(io_err(e)),
+        }
+        self.delete(digest).await?;
+        Ok(true)
+    }
+
+    async fn restore(&self, digest: &Digest) -> Result<bool> {
+        match self.store.copy(&self.trash_key(digest), &self.blob_key(digest)).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(io_err(e)),
+        }
+        self.purge(digest).await?;
+        Ok(true)
+    }
+
+    async fn purge(&self, digest: &Digest) -> Result<()> {
+        match self.store.delete(&self.trash_key(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn trashed(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let mut list = self.store.list(Some(&self.key("trash")));
+        while let Some(m) = list.next().await {
+            let m = m.map_err(io_err)?;
+            if let Some(name) = m.location.filename() {
+                if let Ok(d) = name.replacen('-', ":", 1).parse::<Digest>() {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn upload_create(&self, id: &UploadId) -> Result<()> {

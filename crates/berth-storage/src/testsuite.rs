@@ -36,6 +36,39 @@ pub async fn run(store: &dyn BlobStore) {
     uploads(store).await;
     failed_append_leaves_upload_as_it_was(store).await;
     appends_of_awkward_sizes(store).await;
+    trash_restore_and_purge(store).await;
+}
+
+async fn trash_restore_and_purge(store: &dyn BlobStore) {
+    let d = Digest::sha256_of(b"garbage, maybe");
+    assert!(!store.trash(&d).await.unwrap(), "nothing to trash");
+    assert!(!store.restore(&d).await.unwrap(), "nothing to restore");
+    store.put(&d, Bytes::from_static(b"garbage, maybe")).await.unwrap();
+    assert!(store.trash(&d).await.unwrap());
+    assert!(matches!(store.stat(&d).await, Err(StorageError::NotFound)));
+    assert_eq!(store.trashed().await.unwrap(), vec![d.clone()]);
+    // Undone: the blob is back, the trash empty.
+    assert!(store.restore(&d).await.unwrap());
+    assert_eq!(
+        collect(store.get(&d, None).await.unwrap().stream).await,
+        b"garbage, maybe"
+    );
+    assert!(store.trashed().await.unwrap().is_empty());
+    // Trashed, then stored again by a push, then restored: one copy, intact.
+    assert!(store.trash(&d).await.unwrap());
+    store.put(&d, Bytes::from_static(b"garbage, maybe")).await.unwrap();
+    assert!(store.restore(&d).await.unwrap());
+    assert_eq!(
+        collect(store.get(&d, None).await.unwrap().stream).await,
+        b"garbage, maybe"
+    );
+    assert!(store.trashed().await.unwrap().is_empty());
+    // Committed removal.
+    assert!(store.trash(&d).await.unwrap());
+    store.purge(&d).await.unwrap();
+    store.purge(&d).await.unwrap();
+    assert!(store.trashed().await.unwrap().is_empty());
+    assert!(matches!(store.stat(&d).await, Err(StorageError::NotFound)));
 }
 
 /// Deterministic bytes that differ at every offset that matters.
