@@ -31,6 +31,10 @@ pub struct ProjectRow {
     pub owner_id: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Bytes the project may hold; -1: no limit.
+    pub storage_limit: i64,
+    /// Artifacts (manifests) the project may hold; -1: no limit.
+    pub count_limit: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -84,7 +88,7 @@ pub struct AuditFilter {
 }
 
 const USER_COLS: &str = "id, username, email, realname, comment, password_hash, sysadmin, created_at, updated_at";
-const PROJECT_COLS: &str = "id, name, public, owner_id, created_at, updated_at";
+const PROJECT_COLS: &str = "id, name, public, owner_id, created_at, updated_at, storage_limit, count_limit";
 const ROBOT_COLS: &str =
     "id, name, description, secret_hash, level, project_id, permissions, expires_at, disabled, created_at, updated_at";
 
@@ -110,6 +114,8 @@ fn project(r: &AnyRow) -> Result<ProjectRow> {
         owner_id: r.try_get("owner_id")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        storage_limit: r.try_get("storage_limit")?,
+        count_limit: r.try_get("count_limit")?,
     })
 }
 
@@ -367,10 +373,12 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&self.q("DELETE FROM robots WHERE project_id = ?"))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        for table in ["robots", "immutable_rules", "retention_policies"] {
+            sqlx::query(&self.q(&format!("DELETE FROM {table} WHERE project_id = ?")))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let r = sqlx::query(&self.q("DELETE FROM projects WHERE id = ?"))
             .bind(id)
             .execute(&mut *tx)

@@ -254,3 +254,58 @@ impl Db {
         Ok(true)
     }
 }
+
+impl Db {
+    /// Every stored object's row, in digest order after `after`, at most
+    /// `limit`: what a scrub reads back.
+    pub async fn objects_page(&self, after: &str, limit: i64) -> Result<Vec<Unreferenced>> {
+        let rows = sqlx::query(&self.q("SELECT digest, size FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Unreferenced {
+                    digest: crate::text(r, "digest")?,
+                    size: r.try_get("size")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Metadata that points at content with no stored-object row: links of
+    /// repositories to blobs, manifests, and manifests' references. One line
+    /// per finding, at most `limit`.
+    pub async fn dangling_metadata(&self, limit: i64) -> Result<Vec<String>> {
+        let checks = [
+            (
+                "SELECT r.name, rb.digest FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+                 WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = rb.digest) ORDER BY r.name LIMIT ?",
+                "links blob",
+            ),
+            (
+                "SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repository_id \
+                 WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = m.digest) ORDER BY r.name LIMIT ?",
+                "holds manifest",
+            ),
+            (
+                "SELECT r.name, x.target_digest AS digest FROM manifest_references x JOIN repositories r ON r.id = x.repository_id \
+                 WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = x.target_digest) ORDER BY r.name LIMIT ?",
+                "has a manifest that references",
+            ),
+        ];
+        let mut found = Vec::new();
+        for (sql, what) in checks {
+            for r in sqlx::query(&self.q(sql)).bind(limit).fetch_all(&self.pool).await? {
+                found.push(format!(
+                    "{} {what} {}, which is not stored",
+                    crate::text(&r, "name")?,
+                    crate::text(&r, "digest")?
+                ));
+            }
+        }
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+}

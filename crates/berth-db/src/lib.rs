@@ -20,10 +20,14 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 
 mod accounts;
 mod gc;
+mod jobs;
+mod policy;
 mod registry;
 
 pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, SessionRow, UserRow, VanityRow};
 pub use gc::{Unreferenced, Untagged};
+pub use jobs::{JobRow, FAILED, PENDING, RUNNING, SUCCEEDED};
+pub use policy::{ArtifactRow, ImmutableRuleRow, RetentionRow, ScheduleRow};
 pub use registry::{ManifestRecord, ManifestReference, ManifestRow, RepositoryRow, TagRow, UploadRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,10 @@ pub enum DbError {
     /// collection removed it); the write was not made.
     #[error("{0} is not stored")]
     Missing(String),
+    /// A tag an immutability rule covers already names other content; the
+    /// write was not made.
+    #[error("tag {0} is immutable")]
+    Immutable(String),
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -99,6 +107,14 @@ impl Dialect {
         }
     }
 
+    /// Text concatenation of two SQL expressions.
+    fn concat(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Mysql => format!("CONCAT({a}, {b})"),
+            _ => format!("{a} || {b}"),
+        }
+    }
+
     /// `INSERT ... ` that replaces `update` columns when the key exists.
     fn upsert(self, table: &str, cols: &str, key: &str, update: &[&str]) -> String {
         let marks = vec!["?"; cols.split(',').count()].join(", ");
@@ -149,6 +165,7 @@ fn migrations(dialect: Dialect) -> Migrator {
             (5, "leases", include_str!("../migrations/sqlite/0005_leases.sql")),
             (6, "pull_time", include_str!("../migrations/sqlite/0006_pull_time.sql")),
             (7, "jobs_gc", include_str!("../migrations/sqlite/0007_jobs_gc.sql")),
+            (8, "policies", include_str!("../migrations/sqlite/0008_policies.sql")),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
@@ -162,6 +179,7 @@ fn migrations(dialect: Dialect) -> Migrator {
                 include_str!("../migrations/postgres/0006_pull_time.sql"),
             ),
             (7, "jobs_gc", include_str!("../migrations/postgres/0007_jobs_gc.sql")),
+            (8, "policies", include_str!("../migrations/postgres/0008_policies.sql")),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
@@ -171,6 +189,7 @@ fn migrations(dialect: Dialect) -> Migrator {
             (5, "leases", include_str!("../migrations/mysql/0005_leases.sql")),
             (6, "pull_time", include_str!("../migrations/mysql/0006_pull_time.sql")),
             (7, "jobs_gc", include_str!("../migrations/mysql/0007_jobs_gc.sql")),
+            (8, "policies", include_str!("../migrations/mysql/0008_policies.sql")),
         ],
     };
     let list: Vec<Migration> = files

@@ -272,12 +272,23 @@ impl Db {
     }
 
     /// Inserts a manifest (a no-op if present), its references and its tag, atomically.
-    /// Every object it references (blobs and child manifests) must still be
-    /// stored: each is touched in the same transaction, and one that garbage
-    /// collection removed fails the whole put with [`crate::DbError::Missing`].
+    /// The manifest's own bytes and every object it references (blobs and
+    /// child manifests) must still be stored: each is touched in the same
+    /// transaction, and one that garbage collection removed fails the whole
+    /// put with [`crate::DbError::Missing`].
     pub async fn put_manifest(&self, repo: i64, m: &ManifestRecord) -> Result<()> {
+        self.put_manifest_guarded(repo, m, false).await
+    }
+
+    /// [`Db::put_manifest`], where an `immutable` tag may be created or
+    /// pushed again with the same content but never moved: a tag that names
+    /// other content fails the put with [`crate::DbError::Immutable`], even
+    /// against a concurrent first push of the same tag.
+    pub async fn put_manifest_guarded(&self, repo: i64, m: &ManifestRecord, immutable: bool) -> Result<()> {
         let mut tx = self.begin().await?;
-        self.touch_all(&mut tx, m.references.iter().map(|r| r.digest.as_str()))
+        // Its own bytes first, then what it references.
+        let own = std::iter::once(m.row.digest.as_str());
+        self.touch_all(&mut tx, own.chain(m.references.iter().map(|r| r.digest.as_str())))
             .await?;
         let r = &m.row;
         let sql = self.dialect.insert_ignore(
@@ -314,7 +325,35 @@ impl Db {
                     .await?;
             }
         }
-        if let Some(tag) = &m.tag {
+        if let (Some(tag), true) = (&m.tag, immutable) {
+            let sql = self.dialect.insert_ignore(
+                "tags",
+                "repository_id, name, manifest_digest, updated_at",
+                "repository_id, name",
+            );
+            sqlx::query(&self.q(&sql))
+                .bind(repo)
+                .bind(tag)
+                .bind(&r.digest)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            let sql = format!(
+                "SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?{}",
+                crate::policy::locking_read(self.dialect)
+            );
+            let current = crate::text(
+                &sqlx::query(&self.q(&sql))
+                    .bind(repo)
+                    .bind(tag)
+                    .fetch_one(&mut *tx)
+                    .await?,
+                "manifest_digest",
+            )?;
+            if current != r.digest {
+                return Err(crate::DbError::Immutable(tag.clone()));
+            }
+        } else if let Some(tag) = &m.tag {
             let sql = self.dialect.upsert(
                 "tags",
                 "repository_id, name, manifest_digest, updated_at",

@@ -1,7 +1,13 @@
 //! Accounts, projects, robots, audit log and settings on every database.
 
 use berth_db::testing;
-use berth_db::{AuditFilter, AuditRow, Db, RobotRow, UserRow};
+use berth_db::{AuditFilter, AuditRow, Db, ManifestRecord, RobotRow, UserRow};
+
+/// As the registry puts a manifest: its own bytes' row first, then the manifest.
+async fn put_manifest(db: &Db, repo: i64, m: &ManifestRecord) -> berth_db::Result<()> {
+    db.touch_object(&m.row.digest, m.row.size).await?;
+    db.put_manifest(repo, m).await
+}
 
 fn user(name: &str, admin: bool) -> UserRow {
     UserRow {
@@ -94,7 +100,8 @@ async fn projects_and_members() {
         // Repositories counted per project.
         let repo = db.ensure_repository("team/app").await.unwrap();
         db.ensure_repository("teammate/app").await.unwrap();
-        db.put_manifest(
+        put_manifest(
+            db,
             repo,
             &berth_db::ManifestRecord {
                 row: berth_db::ManifestRow {

@@ -3,6 +3,12 @@
 use berth_db::testing::{self, TestDb};
 use berth_db::{Db, ManifestRecord, ManifestReference, ManifestRow};
 
+/// As the registry puts a manifest: its own bytes' row first, then the manifest.
+async fn put_manifest(db: &Db, repo: i64, m: &ManifestRecord) -> berth_db::Result<()> {
+    db.touch_object(&m.row.digest, m.row.size).await?;
+    db.put_manifest(repo, m).await
+}
+
 fn digest(n: u32) -> String {
     format!("sha256:{n:064x}")
 }
@@ -101,9 +107,10 @@ async fn manifests_tags_and_referrers() {
             }],
             tag: Some("latest".into()),
         };
-        db.put_manifest(repo, &image).await.unwrap();
+        put_manifest(db, repo, &image).await.unwrap();
         // The same manifest again, with another tag: one row, two tags.
-        db.put_manifest(
+        put_manifest(
+            db,
             repo,
             &ManifestRecord {
                 tag: Some("v1".into()),
@@ -121,7 +128,8 @@ async fn manifests_tags_and_referrers() {
 
         // Tags sort by bytes and page with `last`.
         for t in ["B", "a", "Z", "_x"] {
-            db.put_manifest(
+            put_manifest(
+                db,
                 repo,
                 &ManifestRecord {
                     tag: Some(t.into()),
@@ -140,7 +148,8 @@ async fn manifests_tags_and_referrers() {
         assert!(!db.delete_tag(repo, "B").await.unwrap());
 
         // Retagging moves the tag.
-        db.put_manifest(
+        put_manifest(
+            db,
             repo,
             &ManifestRecord {
                 row: row(&digest(101), None, None),
@@ -189,11 +198,11 @@ async fn manifests_tags_and_referrers() {
             ..index.clone()
         };
         assert!(matches!(
-            db.put_manifest(repo, &orphan).await,
+            put_manifest(db, repo, &orphan).await,
             Err(berth_db::DbError::Missing(d)) if d == digest(999)
         ));
         db.touch_object(&digest(100), 100).await.unwrap();
-        db.put_manifest(repo, &index).await.unwrap();
+        put_manifest(db, repo, &index).await.unwrap();
         assert_eq!(
             db.manifest_parents(repo, &digest(100)).await.unwrap(),
             vec![digest(102)]
@@ -201,7 +210,8 @@ async fn manifests_tags_and_referrers() {
 
         // Referrers, with and without the artifact type filter.
         for (n, t) in [(200, "application/x.sig"), (201, "application/x.sbom")] {
-            db.put_manifest(
+            put_manifest(
+                db,
                 repo,
                 &ManifestRecord {
                     row: row(&digest(n), Some(&digest(100)), Some(t)),
@@ -241,7 +251,8 @@ async fn catalog_lists_repositories_with_manifests() {
         for name in ["b", "a/x", "c", "empty"] {
             let id = db.ensure_repository(name).await.unwrap();
             if name != "empty" {
-                db.put_manifest(
+                put_manifest(
+                    db,
                     id,
                     &ManifestRecord {
                         row: row(&digest(1), None, None),
@@ -265,7 +276,8 @@ async fn repository_listing_artifacts_and_tags() {
         for name in ["proj/a", "proj/b_c", "projx/a", "proj/empty"] {
             let id = db.ensure_repository(name).await.unwrap();
             if name != "proj/empty" {
-                db.put_manifest(
+                put_manifest(
+                    db,
                     id,
                     &ManifestRecord {
                         row: row(&digest(1), None, None),
@@ -331,8 +343,8 @@ async fn project_storage_counts_shared_content_once() {
             }],
             tag: Some("v1".into()),
         };
-        db.put_manifest(a, &m).await.unwrap();
-        db.put_manifest(b, &m).await.unwrap();
+        put_manifest(db, a, &m).await.unwrap();
+        put_manifest(db, b, &m).await.unwrap();
         // 1000 + 20 + one manifest of 123 bytes.
         assert_eq!(db.project_storage("p").await.unwrap(), 1143);
         assert_eq!(db.project_storage("q").await.unwrap(), 5);
@@ -356,7 +368,7 @@ async fn project_storage_counts_shared_content_once() {
             ],
             tag: None,
         };
-        db.put_manifest(a, &child2).await.unwrap();
+        put_manifest(db, a, &child2).await.unwrap();
         let index = ManifestRecord {
             row: row(&digest(102), None, None),
             references: [100, 101]
@@ -370,7 +382,7 @@ async fn project_storage_counts_shared_content_once() {
         for n in [100, 101] {
             db.touch_object(&digest(n), 123).await.unwrap();
         }
-        db.put_manifest(a, &index).await.unwrap();
+        put_manifest(db, a, &index).await.unwrap();
         assert_eq!(db.artifact_size(a, &digest(102)).await.unwrap(), 3 * 123 + 1000 + 20);
     })
     .await;
@@ -380,7 +392,8 @@ async fn project_storage_counts_shared_content_once() {
 async fn pull_times_are_kept_to_the_minute() {
     each(async |db| {
         let repo = db.ensure_repository("p/pulled").await.unwrap();
-        db.put_manifest(
+        put_manifest(
+            db,
             repo,
             &ManifestRecord {
                 row: row(&digest(7), None, None),
@@ -424,7 +437,7 @@ async fn garbage_collection_takes_only_what_nothing_needs() {
             }],
             tag: None,
         };
-        db.put_manifest(repo, &m).await.unwrap();
+        put_manifest(db, repo, &m).await.unwrap();
 
         let found = db.unreferenced_objects(future, "", 100).await.unwrap();
         assert_eq!(found.iter().map(|u| u.digest.clone()).collect::<Vec<_>>(), [digest(2)]);
@@ -482,7 +495,7 @@ async fn garbage_collection_takes_only_what_nothing_needs() {
             tag: Some("t".into()),
         };
         assert!(matches!(
-            db.put_manifest(repo, &needs_2).await,
+            put_manifest(db, repo, &needs_2).await,
             Err(berth_db::DbError::Missing(_))
         ));
         assert!(
@@ -518,7 +531,8 @@ async fn garbage_collection_takes_only_what_nothing_needs() {
             .into_iter()
             .map(|u| u.digest)
             .collect();
-        assert_eq!(found, [digest(1), digest(100)]);
+        // (101's row came from the put that was refused: an orphan, collectable.)
+        assert_eq!(found, [digest(1), digest(100), digest(101)]);
         // Paging by digest.
         let page: Vec<String> = db
             .unreferenced_objects(future, &digest(1), 100)
@@ -527,7 +541,73 @@ async fn garbage_collection_takes_only_what_nothing_needs() {
             .into_iter()
             .map(|u| u.digest)
             .collect();
-        assert_eq!(page, [digest(100)]);
+        assert_eq!(page, [digest(100), digest(101)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jobs_are_claimed_once_retried_and_logged() {
+    each(async |db| {
+        let (id, new) = db.enqueue_job("gc", "{}", Some("gc"), "admin", 2).await.unwrap();
+        assert!(new);
+        let (again, new) = db.enqueue_job("gc", "{}", Some("gc"), "admin", 2).await.unwrap();
+        assert_eq!((again, new), (id, false), "one pending job per key");
+        let (other, _) = db.enqueue_job("gc", "{}", None, "admin", 1).await.unwrap();
+        assert_ne!(other, id);
+
+        // One claimant wins each job.
+        let a = db.claim_job(&["gc"], "a", 60_000).await.unwrap().unwrap();
+        let b = db.claim_job(&["gc"], "b", 60_000).await.unwrap().unwrap();
+        assert_eq!((a.id, b.id), (id, other));
+        assert!(db.claim_job(&["gc"], "c", 60_000).await.unwrap().is_none());
+        assert_eq!(a.status, berth_db::RUNNING);
+        assert_eq!(a.attempts, 1);
+        assert!(db
+            .job_heartbeat(a.id, "a", 60_000, Some(r#"{"done":1}"#))
+            .await
+            .unwrap());
+        assert!(!db.job_heartbeat(a.id, "b", 60_000, None).await.unwrap(), "not b's");
+        db.job_log(a.id, "first line").await.unwrap();
+        db.job_log(a.id, "second line").await.unwrap();
+
+        // A failure with attempts left goes back to pending; the key stays taken.
+        db.finish_job(a.id, "a", Err("disk full"), 0).await.unwrap();
+        let j = db.job(a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (j.status.as_str(), j.error.as_deref()),
+            (berth_db::PENDING, Some("disk full"))
+        );
+        assert_eq!(
+            db.enqueue_job("gc", "{}", Some("gc"), "admin", 2).await.unwrap(),
+            (id, false)
+        );
+        let a2 = db.claim_job(&["gc"], "a", 60_000).await.unwrap().unwrap();
+        assert_eq!((a2.id, a2.attempts), (id, 2));
+        db.finish_job(id, "a", Ok(r#"{"done":2}"#), 0).await.unwrap();
+        let j = db.job(id).await.unwrap().unwrap();
+        assert_eq!(j.status, berth_db::SUCCEEDED);
+        assert_eq!(j.progress.as_deref(), Some(r#"{"done":2}"#));
+        assert_eq!(j.log, "first line\nsecond line\n");
+        assert!(j.finished_at.is_some());
+        // Finished: the key is free again.
+        let (third, new) = db.enqueue_job("gc", "{}", Some("gc"), "admin", 2).await.unwrap();
+        assert!(new && third != id);
+
+        // Out of attempts: failed for good.
+        db.finish_job(other, "b", Err("boom"), 0).await.unwrap();
+        assert_eq!(db.job(other).await.unwrap().unwrap().status, berth_db::FAILED);
+
+        // A runner that died: its lease runs out and another claims the job.
+        let c = db.claim_job(&["gc"], "c", -1).await.unwrap().unwrap();
+        assert_eq!(c.id, third);
+        let d = db.claim_job(&["gc"], "d", 60_000).await.unwrap().unwrap();
+        assert_eq!((d.id, d.attempts), (third, 2));
+        assert!(!db.job_heartbeat(third, "c", 60_000, None).await.unwrap(), "c lost it");
+
+        let (list, total) = db.jobs("gc", 0, 10).await.unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(list.iter().map(|j| j.id).collect::<Vec<_>>(), [third, other, id]);
     })
     .await;
 }
