@@ -6,8 +6,14 @@
 //! as plain values and [`Error`]s carrying an OCI [`ErrorCode`].
 
 mod cache;
+pub mod cron;
 mod error;
+mod gc;
+pub mod jobs;
+pub mod policy;
 mod registry;
+pub mod retention;
+pub mod scrub;
 pub mod shared;
 pub mod vanity;
 
@@ -16,4 +22,5 @@ pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Principal, Res
 pub use berth_oci::ErrorCode;
 pub use berth_storage::ByteStream;
 pub use error::{Error, Result};
+pub use gc::{summary as gc_summary, GcOptions, GcReport};
 pub use registry::{BlobRead, Limits, ManifestPut, ManifestRead, Page, Registry};

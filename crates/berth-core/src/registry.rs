@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::cache::{ContentCache, ResolveCache};
+use crate::policy;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -180,6 +181,73 @@ impl Registry {
         self.uploads.lock().unwrap().remove(id);
     }
 
+    // ---- guard rails ----
+
+    /// Refuses to add an object of `size` bytes (and, for a manifest, one
+    /// artifact) to the repository's project when that would exceed one of
+    /// the project's quotas. Objects the project already holds add nothing.
+    /// Checked before the write, so concurrent pushes may overshoot a limit
+    /// by what they add between them.
+    async fn check_quota(&self, repo: &RepoName, digest: &str, size: i64, artifact: bool) -> Result<()> {
+        let Some((project, _)) = repo.as_str().split_once('/') else {
+            return Ok(());
+        };
+        let Some(p) = self.db.project_by_name(project).await? else {
+            return Ok(());
+        };
+        let counts = artifact && p.count_limit >= 0;
+        if (p.storage_limit < 0 && !counts) || self.db.project_holds(project, digest).await? {
+            return Ok(());
+        }
+        if counts {
+            let n = self.db.project_artifact_count(project).await?;
+            if n + 1 > p.count_limit {
+                return Err(policy::count_quota_error(project, n, p.count_limit));
+            }
+        }
+        if p.storage_limit >= 0 {
+            let used = self.db.project_storage(project).await?;
+            if used + size > p.storage_limit {
+                return Err(policy::storage_quota_error(project, used, size, p.storage_limit));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses when an immutability rule covers the tag.
+    pub async fn check_tag_mutable(&self, repo: &RepoName, tag: &str, what: &str) -> Result<()> {
+        let rules = self.db.immutable_rules_for_repository(repo.as_str()).await?;
+        match policy::covering(&rules, repo, tag) {
+            Some(rule) => Err(policy::immutable_error(repo, tag, Some(rule), what)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses when an immutability rule covers any tag of the repository
+    /// (or, with `digest`, any tag of that manifest).
+    pub async fn check_tags_mutable(&self, repo: &RepoName, repo_id: i64, digest: Option<&str>) -> Result<()> {
+        let rules = self.db.immutable_rules_for_repository(repo.as_str()).await?;
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<String> = match digest {
+            Some(d) => self
+                .db
+                .manifest_tags(repo_id, d)
+                .await?
+                .into_iter()
+                .map(|t| t.name)
+                .collect(),
+            None => self.db.tags(repo_id, None, i64::MAX).await?,
+        };
+        for t in &tags {
+            if let Some(rule) = policy::covering(&rules, repo, t) {
+                return Err(policy::immutable_error(repo, t, Some(rule), "deleted"));
+            }
+        }
+        Ok(())
+    }
+
     // ---- blobs ----
 
     /// Size of a blob of the repository.
@@ -246,12 +314,18 @@ impl Registry {
             return Ok(false);
         };
         let d = digest.to_string();
-        let Some(size) = self.db.repository_blob(from_id, &d).await? else {
+        if self.db.repository_blob(from_id, &d).await?.is_none() {
             return Ok(false);
-        };
+        }
+        let size = self.db.repository_blob(from_id, &d).await?.unwrap_or(0);
+        if self.check_quota(repo, &d, size, false).await.is_err() {
+            // The client uploads instead, and is told then why it cannot.
+            return Ok(false);
+        }
         let to = self.db.ensure_repository(repo.as_str()).await?;
-        self.db.link_blob(to, &d, size, None).await?;
-        Ok(true)
+        // Touches the blob as it links it; if collection took it meanwhile,
+        // the client is told to upload instead.
+        Ok(self.db.link_existing_blob(to, &d).await?.is_some())
     }
 
     // ---- uploads ----
@@ -429,17 +503,50 @@ impl Registry {
             )
             .with_detail(serde_json::json!({"expected": digest.to_string(), "actual": actual.to_string()})));
         }
+        let d = digest.to_string();
+        // The upload stays, so that a retry after the quota is raised can finish it.
+        self.check_quota(repo, &d, size as i64, false).await?;
+        // The row first, touched now: garbage collection never removes what
+        // was touched within its window, so the bytes published next are safe.
+        self.db.touch_object(&d, size as i64).await?;
         self.store
             .upload_commit(id, digest)
             .await
             .map_err(|e| storage_error("committing upload", e))?;
         let repo_id = self.repo_id(repo).await?;
-        self.db
-            .link_blob(repo_id, &digest.to_string(), size as i64, Some(id.as_str()))
-            .await?;
+        self.link_published(repo_id, digest, size).await?;
+        self.db.delete_upload(id.as_str()).await?;
         drop(state);
         self.forget(id);
         Ok(size)
+    }
+
+    /// Links a just-published blob into a repository, touching its row. A
+    /// collection with a window shorter than the publish took may have
+    /// removed the row (and perhaps the bytes) meanwhile: then the row is
+    /// made again and the bytes looked for; the client is told the push
+    /// failed only if they are gone. Whatever the window, a blob is never
+    /// linked without its bytes.
+    async fn link_published(&self, repo_id: i64, digest: &Digest, size: u64) -> Result<()> {
+        let d = digest.to_string();
+        for _ in 0..3 {
+            if self.db.link_existing_blob(repo_id, &d).await?.is_some() {
+                // Linked and touched; the bytes were published before, and a
+                // collection that removed them would have removed the row too.
+                if self.store.stat(digest).await.is_ok() {
+                    return Ok(());
+                }
+                return Err(Error::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("{d} was removed by garbage collection while this upload finished; push it again"),
+                ));
+            }
+            self.db.touch_object(&d, size as i64).await?;
+        }
+        Err(Error::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("{d} was removed by garbage collection while this upload finished; push it again"),
+        ))
     }
 
     async fn rehash(&self, id: &UploadId, algorithm: Algorithm) -> Result<Digest> {
@@ -706,11 +813,10 @@ impl Registry {
             }
             references.push(ManifestReference { digest: d, is_manifest });
         }
-        // Bytes first, durable; the database commit below makes them visible.
-        self.store
-            .put(&digest, body.clone())
-            .await
-            .map_err(|e| storage_error("storing manifest", e))?;
+        // The bytes' row, touched now; then the bytes, durable; then the
+        // database commit that makes them visible, which touches the row
+        // again. A collection may remove the bytes in between (its window is
+        // shorter than this took): then they are stored again, from memory.
         let record = ManifestRecord {
             row: ManifestRow {
                 digest: digest.to_string(),
@@ -727,7 +833,43 @@ impl Registry {
             references,
             tag: tag.map(|t: Tag| t.as_str().to_string()),
         };
-        self.db.put_manifest(repo_id, &record).await?;
+        let own = digest.to_string();
+        let immutable = match &record.tag {
+            Some(t) => {
+                let rules = self.db.immutable_rules_for_repository(repo.as_str()).await?;
+                policy::covering(&rules, repo, t).cloned()
+            }
+            None => None,
+        };
+        self.check_quota(repo, &own, body.len() as i64, true).await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.db.touch_object(&own, body.len() as i64).await?;
+            self.store
+                .put(&digest, body.clone())
+                .await
+                .map_err(|e| storage_error("storing manifest", e))?;
+            match self
+                .db
+                .put_manifest_guarded(repo_id, &record, immutable.is_some())
+                .await
+            {
+                Ok(()) => break,
+                Err(berth_db::DbError::Immutable(t)) => {
+                    return Err(policy::immutable_error(repo, &t, immutable.as_ref(), "overwritten"));
+                }
+                Err(berth_db::DbError::Missing(d)) if d == own && attempts < 3 => continue,
+                Err(berth_db::DbError::Missing(d)) => {
+                    return Err(Error::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!("{d} is no longer stored in {repo} (garbage collection removed it); push it again"),
+                    )
+                    .with_detail(serde_json::json!({"digest": d})));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.manifests.insert(&digest, body);
         Ok(ManifestPut {
             digest,
@@ -747,6 +889,7 @@ impl Registry {
         };
         match reference {
             Reference::Tag(t) => {
+                self.check_tag_mutable(repo, t.as_str(), "deleted").await?;
                 if !self.db.delete_tag(repo_id, t.as_str()).await? {
                     return Err(unknown());
                 }
@@ -760,6 +903,7 @@ impl Registry {
                         format!("manifest {d} is part of index {p}; delete the index first"),
                     ));
                 }
+                self.check_tags_mutable(repo, repo_id, Some(&d)).await?;
                 if !self.db.delete_manifest(repo_id, &d).await? {
                     return Err(unknown());
                 }
