@@ -80,7 +80,7 @@ fn allowed(p: P, need: Need, method: &Method) -> bool {
         Need::Sysadmin => p == P::Sysadmin,
         // The user in the path is the developer.
         Need::SelfOrSysadmin => matches!(p, P::Sysadmin | P::Developer),
-        Need::Project(perm) => holds(p, perm_name(perm)),
+        Need::Project(perm) | Need::PolicyProject(perm) => holds(p, perm_name(perm)),
         Need::RobotManager => {
             if method == Method::GET {
                 holds(p, "list_robots")
@@ -105,6 +105,12 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
             .replace("{meta_name}", "public")
             .replace("{robot_id}", &f.ids["robot_id"])
             .replace("{vanity_id}", &f.ids["vanity_id"])
+            .replace("{immutable_rule_id}", &f.ids["immutable_rule_id"])
+            .replace("{retention_id}", &f.ids["retention_id"])
+            .replace("{execution_id}", &f.ids["execution_id"])
+            .replace("{task_id}", "1")
+            .replace("{quota_id}", pid)
+            .replace("{scrub_id}", &f.ids["scrub_id"])
     };
     let body = match (method.as_str(), path) {
         ("POST", "/users") => Some(json!({"username": format!("new{}", rand_suffix()), "password": PW})),
@@ -129,6 +135,17 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
             Some(json!({"path": format!("/v{}", rand_suffix()), "repo": "https://github.com/o/r"}))
         }
         ("PUT", "/configurations") => Some(json!({"project_creation_restriction": "everyone"})),
+        ("POST", "/projects/{project}/immutabletagrules")
+        | ("PUT", "/projects/{project}/immutabletagrules/{immutable_rule_id}") => Some(json!({
+            "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "never-*"}],
+            "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": "repoMatches", "pattern": "nothing/**"}]}
+        })),
+        ("PUT", "/quotas/{quota_id}") => Some(json!({"hard": {"storage": 1_000_000_000}})),
+        ("PUT", "/system/gc/schedule") => Some(json!({"schedule": {"type": "Daily"}})),
+        ("POST", "/retentions/{retention_id}/executions") => Some(json!({"dry_run": true})),
+        ("POST", "/retentions") | ("PUT", "/retentions/{retention_id}") => {
+            Some(fixture::retention_policy(pid.parse().unwrap()))
+        }
         _ => None,
     };
     let mut url = fill(path);

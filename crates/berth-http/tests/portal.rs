@@ -101,6 +101,11 @@ async fn pages_follow_the_api() {
         ("/admin/users", "/api/v2.0/users"),
         ("/admin/system", "/api/v2.0/configurations"),
         ("/admin/audit", "/api/v2.0/audit-logs"),
+        (
+            "/projects/secret/policies",
+            "/api/v2.0/projects/secret/immutabletagrules",
+        ),
+        ("/admin/jobs", "/api/v2.0/system/gc"),
     ];
     for p in ALL {
         let Some((user, password)) = f.creds.get(&p).cloned() else {
@@ -291,4 +296,79 @@ async fn a_project_admin_changes_a_members_role_in_place() {
     assert_eq!(role_of_gu().await, 3);
     assert_eq!(change(sid, Some(csrf_in(&page))).await, StatusCode::SEE_OTHER);
     assert_eq!(role_of_gu().await, 2);
+}
+
+#[tokio::test]
+async fn an_admin_manages_rules_and_jobs_from_the_portal() {
+    let f = Fixture::new().await;
+    let c = no_redirects();
+    let (user, password) = f.creds[&P::Sysadmin].clone();
+    let sid = sign_in(&f.base, &user, &password).await.unwrap();
+    let post = |path: &str, form: Vec<(&'static str, String)>| {
+        let req = c.post(format!("{}{path}", f.base)).header("cookie", &sid).form(&form);
+        async move { req.send().await.unwrap() }
+    };
+
+    let page = load(&f, &sid, "/projects/secret/policies").await;
+    assert!(page.contains("Immutable tags") && page.contains("never-*"), "{page}");
+    let csrf = csrf_in(&page);
+    let r = post(
+        "/projects/secret/policies/immutable",
+        vec![
+            ("csrf", csrf.clone()),
+            ("repo_pattern", "app".into()),
+            ("tag_pattern", "release-*".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = load(&f, &sid, "/projects/secret/policies").await;
+    assert!(page.contains("<code>release-*</code>"), "{page}");
+    let rules: serde_json::Value = f
+        .client
+        .get(format!("{}/api/v2.0/projects/secret/immutabletagrules", f.base))
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tag_selectors"][0]["pattern"] == "release-*")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let r = post(
+        &format!("/projects/secret/policies/immutable/{id}/delete"),
+        vec![("csrf", csrf.clone())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(!load(&f, &sid, "/projects/secret/policies")
+        .await
+        .contains("<code>release-*</code>"));
+    // The retention policy of the fixture, with a dry run started here.
+    let r = post(
+        "/projects/secret/policies/retention/run",
+        vec![("csrf", csrf.clone()), ("dry_run", "on".into())],
+    )
+    .await;
+    // The fixture already has one pending: the API's conflict is shown.
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+
+    let page = load(&f, &sid, "/admin/jobs").await;
+    assert!(page.contains("No collections yet."), "{page}");
+    let csrf = csrf_in(&page);
+    let r = post("/admin/jobs/gc", vec![("csrf", csrf.clone()), ("dry_run", "on".into())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = load(&f, &sid, "/admin/jobs").await;
+    assert!(page.contains("<td>MANUAL</td><td>Pending</td>"), "{page}");
+    assert!(
+        page.contains("<td>admin</td>") || page.contains(&format!("<td>{user}</td>")),
+        "{page}"
+    );
 }

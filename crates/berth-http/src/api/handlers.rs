@@ -408,7 +408,6 @@ pub struct ProjectReq {
     public: Option<bool>,
     #[serde(default)]
     metadata: HashMap<String, String>,
-    #[allow(dead_code)]
     storage_limit: Option<i64>,
 }
 
@@ -442,6 +441,13 @@ pub async fn create_project(State(st): State<AppState>, Caller(who): Caller, Jso
         )));
     }
     let public = b.public()?.unwrap_or(false);
+    let storage_limit = limit(b.storage_limit.as_ref(), "storage", -1)?;
+    if storage_limit != -1 && !who.is_sysadmin() {
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "only administrators may set a project's storage_limit",
+        ));
+    }
     match st
         .registry
         .db()
@@ -449,6 +455,9 @@ pub async fn create_project(State(st): State<AppState>, Caller(who): Caller, Jso
         .await?
     {
         Some(id) => {
+            if storage_limit != -1 {
+                st.registry.db().set_project_quota(id, storage_limit, -1).await?;
+            }
             audit(&st, &who, "create", "project", &name).await;
             Ok(created(format!("{PREFIX}/projects/{id}")))
         }
@@ -512,6 +521,7 @@ pub async fn project_summary(
     Path(p): Path<String>,
 ) -> ApiResult {
     let (project, _) = project_with(&st, &who, &h, &p, Perm::ReadProject).await?;
+    let quota = quota_json(&st, &project).await?;
     let db = st.registry.db();
     let members = db.members(project.id).await?;
     let count = |r: Role| members.iter().filter(|m| m.role == r.id()).count();
@@ -522,7 +532,7 @@ pub async fn project_summary(
         "developer_count": count(Role::Developer),
         "guest_count": count(Role::Guest),
         "limited_guest_count": count(Role::LimitedGuest),
-        "quota": {"hard": {"storage": -1}, "used": {"storage": db.project_storage(&project.name).await?}},
+        "quota": {"hard": quota["hard"], "used": quota["used"]},
     })))
 }
 
@@ -533,7 +543,11 @@ pub async fn get_metadatas(
     Path(p): Path<String>,
 ) -> ApiResult {
     let (project, _) = project_with(&st, &who, &h, &p, Perm::ReadProject).await?;
-    Ok(ok_json(json!({"public": project.public.to_string()})))
+    let mut meta = json!({"public": project.public.to_string()});
+    if let Some(r) = st.registry.db().retention_policy(project.id).await? {
+        meta["retention_id"] = json!(r.id.to_string());
+    }
+    Ok(ok_json(meta))
 }
 
 pub async fn put_metadata(
@@ -914,6 +928,7 @@ pub async fn delete_repository(
     Path((p, repo)): Path<(String, String)>,
 ) -> ApiResult {
     let Target { name, id, .. } = repository(&st, &who, &h, &p, &repo, Perm::Delete).await?;
+    st.registry.check_tags_mutable(&name, id, None).await?;
     st.registry.db().delete_repository_content(id).await?;
     audit(&st, &who, "delete", "repository", name.as_str()).await;
     Ok(ok())
@@ -1121,6 +1136,9 @@ pub async fn delete_tag(
         .await?
         .iter()
         .any(|t| t.name == tag);
+    if on_it {
+        st.registry.check_tag_mutable(&name, &tag, "deleted").await?;
+    }
     if !on_it || !st.registry.db().delete_tag(id, &tag).await? {
         return Err(ApiErr::not_found(format!("tag {tag} not found on {name}@{}", m.digest)));
     }
@@ -1540,4 +1558,794 @@ pub async fn delete_vanity(
     }
     audit(&st, &who, "delete", "vanity_path", &format!("{}/{id}", project.name)).await;
     Ok(ok())
+}
+
+// ---- garbage collection (Harbor's /system/gc) ----
+
+fn gc_status(s: &str) -> &'static str {
+    match s {
+        berth_db::PENDING => "Pending",
+        berth_db::RUNNING => "Running",
+        berth_db::SUCCEEDED => "Success",
+        _ => "Error",
+    }
+}
+
+fn gc_json(j: &berth_db::JobRow) -> Value {
+    let progress: Value = j
+        .progress
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "id": j.id,
+        "job_name": "GARBAGE_COLLECTION",
+        "job_kind": if j.triggered_by == "schedule" { "SCHEDULE" } else { "MANUAL" },
+        "job_parameters": j.args,
+        "schedule": {"type": if j.triggered_by == "schedule" { "Schedule" } else { "Manual" }},
+        "job_status": gc_status(&j.status),
+        "deleted": false,
+        "creation_time": time(j.created_at),
+        "update_time": time(j.finished_at.or(j.started_at).unwrap_or(j.created_at)),
+        "triggered_by": j.triggered_by,
+        "attempts": j.attempts,
+        "error": j.error,
+        "progress": progress,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct GcSchedule {
+    schedule: Option<GcScheduleKind>,
+    #[serde(default)]
+    parameters: berth_core::jobs::GcArgs,
+}
+
+#[derive(Deserialize)]
+pub struct GcScheduleKind {
+    #[serde(rename = "type")]
+    kind: String,
+    cron: Option<String>,
+}
+
+/// Starts a collection now ("Manual"), or sets the periodic schedule.
+pub async fn start_gc(State(st): State<AppState>, Caller(who): Caller, body: axum::body::Bytes) -> ApiResult {
+    require_admin(&who)?;
+    let b: GcSchedule = if body.is_empty() {
+        GcSchedule {
+            schedule: None,
+            parameters: Default::default(),
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiErr::bad(format!("the body is not a GC schedule: {e}")))?
+    };
+    let kind = b.schedule.as_ref().map_or("Manual", |s| s.kind.as_str());
+    if kind != "Manual" {
+        // Harbor's POST of a periodic type creates the schedule.
+        let cron = schedule_cron(kind, b.schedule.as_ref().and_then(|s| s.cron.as_deref()))?;
+        berth_core::jobs::set_gc_schedule(st.registry.db(), cron.as_deref(), &b.parameters).await?;
+        audit(&st, &who, "create", "gc_schedule", cron.as_deref().unwrap_or("none")).await;
+        return Ok(created(format!("{PREFIX}/system/gc/schedule")));
+    }
+    let (id, new) = berth_core::jobs::enqueue_gc(st.registry.db(), &b.parameters, who.name()).await?;
+    let location = format!("{PREFIX}/system/gc/{id}");
+    if !new {
+        return Ok((
+            StatusCode::CONFLICT,
+            [(header::LOCATION, location)],
+            Json(json!({"errors": [{"code": "CONFLICT", "message": format!("garbage collection {id} is already pending or running")}]})),
+        )
+            .into_response());
+    }
+    if let Some(accounts) = &st.accounts {
+        accounts
+            .audit(who.name(), "create", "gc", &format!("gc {id}"), true)
+            .await;
+    }
+    Ok(created(location))
+}
+
+pub async fn list_gc(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    require_admin(&who)?;
+    let pg = Paging::from(&q)?;
+    let (rows, total) = st
+        .registry
+        .db()
+        .jobs(berth_core::jobs::GC, pg.offset(), pg.size)
+        .await?;
+    Ok(pg.respond(
+        &format!("{PREFIX}/system/gc"),
+        &q,
+        rows.iter().map(gc_json).collect(),
+        total,
+    ))
+}
+
+async fn gc_job(st: &AppState, id: &str) -> ApiResult<berth_db::JobRow> {
+    let id: i64 = id.parse().map_err(|_| ApiErr::bad(format!("{id:?} is not a job id")))?;
+    match st.registry.db().job(id).await? {
+        Some(j) if j.kind == berth_core::jobs::GC => Ok(j),
+        _ => Err(ApiErr::not_found(format!("no garbage collection {id}"))),
+    }
+}
+
+pub async fn get_gc(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
+    require_admin(&who)?;
+    Ok(ok_json(gc_json(&gc_job(&st, &id).await?)))
+}
+
+pub async fn get_gc_log(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
+    require_admin(&who)?;
+    let j = gc_job(&st, &id).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        j.log,
+    )
+        .into_response())
+}
+
+// ---- schedules of garbage collection ----
+
+/// Harbor's schedule types, as cron expressions (UTC).
+fn schedule_cron(kind: &str, cron: Option<&str>) -> ApiResult<Option<String>> {
+    let expr = match kind {
+        "None" => return Ok(None),
+        "Hourly" => "0 0 * * * *".to_string(),
+        "Daily" => "0 0 0 * * *".to_string(),
+        "Weekly" => "0 0 0 * * 0".to_string(),
+        "Custom" | "Schedule" => cron
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| ApiErr::bad(format!("schedule type {kind} needs a cron expression")))?
+            .to_string(),
+        other => {
+            return Err(ApiErr::bad(format!(
+                "schedule type {other:?} is unknown; use Manual, None, Hourly, Daily, Weekly or Custom"
+            )))
+        }
+    };
+    berth_core::cron::Cron::parse(&expr).map_err(|e| ApiErr::bad(e.to_string()))?;
+    Ok(Some(expr))
+}
+
+fn schedule_json(s: Option<&berth_db::ScheduleRow>) -> Value {
+    match s {
+        None => json!({"type": "None", "cron": ""}),
+        Some(s) => {
+            let kind = match s.cron.as_str() {
+                "0 0 * * * *" => "Hourly",
+                "0 0 0 * * *" => "Daily",
+                "0 0 0 * * 0" => "Weekly",
+                _ => "Custom",
+            };
+            json!({
+                "type": kind,
+                "cron": s.cron,
+                "next_scheduled_time": if s.next_run_at == i64::MAX { Value::Null } else { json!(time(s.next_run_at)) },
+            })
+        }
+    }
+}
+
+/// Sets or removes the periodic collection (Harbor's PUT of the schedule).
+pub async fn put_gc_schedule(State(st): State<AppState>, Caller(who): Caller, body: axum::body::Bytes) -> ApiResult {
+    require_admin(&who)?;
+    let b: GcSchedule =
+        serde_json::from_slice(&body).map_err(|e| ApiErr::bad(format!("the body is not a GC schedule: {e}")))?;
+    let Some(s) = b.schedule else {
+        return Err(ApiErr::bad("schedule is required"));
+    };
+    if s.kind == "Manual" {
+        return Err(ApiErr::bad("a Manual collection is started with POST, not scheduled"));
+    }
+    let cron = schedule_cron(&s.kind, s.cron.as_deref())?;
+    berth_core::jobs::set_gc_schedule(st.registry.db(), cron.as_deref(), &b.parameters).await?;
+    audit(&st, &who, "update", "gc_schedule", cron.as_deref().unwrap_or("none")).await;
+    Ok(ok())
+}
+
+pub async fn get_gc_schedule(State(st): State<AppState>, Caller(who): Caller) -> ApiResult {
+    require_admin(&who)?;
+    let s = st.registry.db().schedule("gc").await?;
+    let params: Value = s
+        .as_ref()
+        .and_then(|s| serde_json::from_str(&s.args).ok())
+        .unwrap_or_else(|| json!({}));
+    Ok(ok_json(json!({
+        "schedule": schedule_json(s.as_ref()),
+        "job_parameters": params.to_string(),
+        "parameters": params,
+    })))
+}
+
+// ---- tag immutability (Harbor's /projects/{p}/immutabletagrules) ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ImmutableRuleReq {
+    disabled: Option<bool>,
+    tag_selectors: Vec<berth_core::retention::Selector>,
+    scope_selectors: HashMap<String, Vec<berth_core::retention::Selector>>,
+}
+
+fn immutable_json(r: &berth_db::ImmutableRuleRow) -> Value {
+    json!({
+        "id": r.id,
+        "project_id": r.project_id,
+        "disabled": r.disabled,
+        "priority": 0,
+        "action": "immutable",
+        "template": "immutable_template",
+        "tag_selectors": [{"kind": "doublestar", "decoration": if r.tag_exclude { "excludes" } else { "matches" }, "pattern": r.tag_pattern}],
+        "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": if r.repo_exclude { "repoExcludes" } else { "repoMatches" }, "pattern": r.repo_pattern}]},
+    })
+}
+
+/// Reads a rule body; fields it leaves out keep `base`'s values.
+fn immutable_rule(b: &ImmutableRuleReq, base: berth_db::ImmutableRuleRow) -> ApiResult<berth_db::ImmutableRuleRow> {
+    let mut r = base;
+    if let Some(d) = b.disabled {
+        r.disabled = d;
+    }
+    let one = |sels: &[berth_core::retention::Selector], what: &str| -> ApiResult<Option<(String, bool)>> {
+        match sels {
+            [] => Ok(None),
+            [s] => {
+                if !s.kind.is_empty() && s.kind != "doublestar" {
+                    return Err(ApiErr::bad(format!(
+                        "{what} selector kind {:?} is not supported; use doublestar",
+                        s.kind
+                    )));
+                }
+                let exclude = match s.decoration.as_str() {
+                    "matches" | "repoMatches" | "" => false,
+                    "excludes" | "repoExcludes" => true,
+                    d => return Err(ApiErr::bad(format!("{what} selector decoration {d:?} is unknown"))),
+                };
+                if s.pattern.is_empty() {
+                    return Err(ApiErr::bad(format!("{what} selector needs a pattern")));
+                }
+                Ok(Some((s.pattern.clone(), exclude)))
+            }
+            _ => Err(ApiErr::bad(format!("a rule takes one {what} selector"))),
+        }
+    };
+    if let Some((p, e)) = one(&b.tag_selectors, "tag")? {
+        r.tag_pattern = p;
+        r.tag_exclude = e;
+    }
+    if let Some(sels) = b.scope_selectors.get("repository") {
+        if let Some((p, e)) = one(sels, "repository")? {
+            r.repo_pattern = p;
+            r.repo_exclude = e;
+        }
+    }
+    if r.tag_pattern.is_empty() || r.repo_pattern.is_empty() {
+        return Err(ApiErr::bad(
+            "a rule needs tag_selectors and scope_selectors.repository, each with a pattern",
+        ));
+    }
+    Ok(r)
+}
+
+pub async fn list_immutable_rules(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::ReadProject).await?;
+    let rows = st.registry.db().immutable_rules(project.id).await?;
+    Ok(ok_json(Value::Array(rows.iter().map(immutable_json).collect())))
+}
+
+pub async fn create_immutable_rule(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    Json(b): Json<ImmutableRuleReq>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
+    let rule = immutable_rule(
+        &b,
+        berth_db::ImmutableRuleRow {
+            id: 0,
+            project_id: project.id,
+            repo_pattern: String::new(),
+            repo_exclude: false,
+            tag_pattern: String::new(),
+            tag_exclude: false,
+            disabled: false,
+        },
+    )?;
+    let id = st.registry.db().add_immutable_rule(&rule).await?;
+    audit(&st, &who, "create", "immutable_rule", &format!("{}/{id}", project.name)).await;
+    Ok(created(format!(
+        "{PREFIX}/projects/{}/immutabletagrules/{id}",
+        project.id
+    )))
+}
+
+async fn immutable_rule_of(st: &AppState, project: &ProjectRow, id: i64) -> ApiResult<berth_db::ImmutableRuleRow> {
+    st.registry
+        .db()
+        .immutable_rules(project.id)
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiErr::not_found(format!("immutability rule {id} not found in {}", project.name)))
+}
+
+pub async fn update_immutable_rule(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, id)): Path<(String, i64)>,
+    Json(b): Json<ImmutableRuleReq>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
+    let rule = immutable_rule(&b, immutable_rule_of(&st, &project, id).await?)?;
+    st.registry.db().update_immutable_rule(&rule).await?;
+    audit(&st, &who, "update", "immutable_rule", &format!("{}/{id}", project.name)).await;
+    Ok(ok())
+}
+
+pub async fn delete_immutable_rule(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    h: HeaderMap,
+    Path((p, id)): Path<(String, i64)>,
+) -> ApiResult {
+    let (project, _) = project_with(&st, &who, &h, &p, Perm::UpdateProject).await?;
+    if !st.registry.db().delete_immutable_rule(project.id, id).await? {
+        return Err(ApiErr::not_found(format!(
+            "immutability rule {id} not found in {}",
+            project.name
+        )));
+    }
+    audit(&st, &who, "delete", "immutable_rule", &format!("{}/{id}", project.name)).await;
+    Ok(ok())
+}
+
+// ---- quotas (Harbor's /quotas; a project's quota has the project's id) ----
+
+async fn quota_json(st: &AppState, p: &ProjectRow) -> ApiResult<Value> {
+    let db = st.registry.db();
+    let owner = db.user_by_id(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
+    let mut hard = json!({"storage": p.storage_limit});
+    let mut used = json!({"storage": db.project_storage(&p.name).await?});
+    if p.count_limit >= 0 {
+        hard["count"] = json!(p.count_limit);
+        used["count"] = json!(db.project_artifact_count(&p.name).await?);
+    }
+    Ok(json!({
+        "id": p.id,
+        "ref": {"id": p.id, "name": p.name, "owner_name": owner},
+        "hard": hard,
+        "used": used,
+        "creation_time": time(p.created_at),
+        "update_time": time(p.updated_at),
+    }))
+}
+
+pub async fn list_quotas(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    require_admin(&who)?;
+    // Harbor's quota list takes plain query parameters, not `q=`.
+    if let Some(r) = q.get("reference") {
+        if r != "project" {
+            return Err(ApiErr::bad(format!(
+                "reference {r:?} is unknown; quotas are per project"
+            )));
+        }
+    }
+    let pg = Paging::from(&q)?;
+    let db = st.registry.db();
+    let (projects, total) = match q.get("reference_id") {
+        Some(id) => {
+            let id: i64 = id
+                .parse()
+                .map_err(|_| ApiErr::bad(format!("reference_id {id:?} is not a number")))?;
+            let p: Vec<ProjectRow> = db.project_by_id(id).await?.into_iter().collect();
+            let n = p.len() as i64;
+            (p, n)
+        }
+        None => db.list_projects(None, None, None, pg.offset(), pg.size).await?,
+    };
+    let mut items = Vec::with_capacity(projects.len());
+    for p in &projects {
+        items.push(quota_json(&st, p).await?);
+    }
+    Ok(pg.respond(&format!("{PREFIX}/quotas"), &q, items, total))
+}
+
+async fn quota_project(st: &AppState, id: i64) -> ApiResult<ProjectRow> {
+    st.registry
+        .db()
+        .project_by_id(id)
+        .await?
+        .ok_or_else(|| ApiErr::not_found(format!("quota {id} not found")))
+}
+
+pub async fn get_quota(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    require_admin(&who)?;
+    let p = quota_project(&st, id).await?;
+    Ok(ok_json(quota_json(&st, &p).await?))
+}
+
+#[derive(Deserialize)]
+pub struct QuotaReq {
+    hard: HashMap<String, i64>,
+}
+
+fn limit(v: Option<&i64>, what: &str, current: i64) -> ApiResult<i64> {
+    match v {
+        None => Ok(current),
+        Some(n) if *n >= -1 => Ok(*n),
+        Some(n) => Err(ApiErr::bad(format!(
+            "{what} limit {n} is invalid: use -1 for none, or 0 and up"
+        ))),
+    }
+}
+
+pub async fn update_quota(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    Json(b): Json<QuotaReq>,
+) -> ApiResult {
+    require_admin(&who)?;
+    let p = quota_project(&st, id).await?;
+    if let Some(k) = b.hard.keys().find(|k| *k != "storage" && *k != "count") {
+        return Err(ApiErr::bad(format!(
+            "quota resource {k:?} is unknown; use storage (bytes) or count (artifacts)"
+        )));
+    }
+    let storage = limit(b.hard.get("storage"), "storage", p.storage_limit)?;
+    let count = limit(b.hard.get("count"), "count", p.count_limit)?;
+    st.registry.db().set_project_quota(p.id, storage, count).await?;
+    audit(&st, &who, "update", "quota", &p.name).await;
+    Ok(ok())
+}
+
+// ---- retention (Harbor's /retentions) ----
+
+fn retention_json(row: &berth_db::RetentionRow) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_str(&row.rules).map_err(|e| berth_core::Error::internal("stored policy", e))?;
+    v["id"] = json!(row.id);
+    v["scope"] = json!({"level": "project", "ref": row.project_id});
+    Ok(v)
+}
+
+/// A policy's project, if the caller holds `perm` in it.
+async fn policy_with(
+    st: &AppState,
+    who: &Subject,
+    id: i64,
+    perm: Perm,
+) -> ApiResult<(berth_db::RetentionRow, ProjectRow)> {
+    let db = st.registry.db();
+    let found = match db.retention_policy_by_id(id).await? {
+        Some(row) => db.project_by_id(row.project_id).await?.map(|p| (row, p)),
+        None => None,
+    };
+    let Some((row, project)) = found else {
+        return Err(match who {
+            Subject::Anonymous => ApiErr::refused(who),
+            _ => ApiErr::not_found(format!("retention policy {id} not found")),
+        });
+    };
+    if !project_perms(db, who, Some(&project)).await?.contains(&perm) {
+        return Err(ApiErr::refused(who));
+    }
+    Ok((row, project))
+}
+
+async fn save_policy(st: &AppState, who: &Subject, body: &[u8], only: Option<i64>) -> ApiResult<(i64, ProjectRow)> {
+    let mut policy: berth_core::retention::Policy =
+        serde_json::from_slice(body).map_err(|e| ApiErr::bad(format!("the body is not a retention policy: {e}")))?;
+    policy.check().map_err(|e| ApiErr::bad(e.message))?;
+    let db = st.registry.db();
+    let project = match db.project_by_id(policy.scope.reference).await? {
+        Some(p) => p,
+        None if matches!(who, Subject::Anonymous) => return Err(ApiErr::refused(who)),
+        None => {
+            return Err(ApiErr::bad(format!(
+                "scope.ref {} is not a project",
+                policy.scope.reference
+            )))
+        }
+    };
+    if !project_perms(db, who, Some(&project))
+        .await?
+        .contains(&Perm::UpdateProject)
+    {
+        return Err(ApiErr::refused(who));
+    }
+    if let Some(id) = only {
+        if db.retention_policy(project.id).await?.is_none_or(|r| r.id != id) {
+            return Err(ApiErr::bad(format!(
+                "retention policy {id} is not project {}'s",
+                project.name
+            )));
+        }
+    } else if db.retention_policy(project.id).await?.is_some() {
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            format!("project {} already has a retention policy; update it", project.name),
+        ));
+    }
+    for (i, r) in policy.rules.iter_mut().enumerate() {
+        r.id = Some(i as i64 + 1);
+        if r.action.is_empty() {
+            r.action = "retain".into();
+        }
+    }
+    policy.id = None;
+    policy.algorithm = "or".into();
+    let cron = policy.trigger.cron().map(str::to_string);
+    let json = serde_json::to_string(&policy).expect("policy serialises");
+    let id = db.set_retention_policy(project.id, &json).await?;
+    let args = berth_core::jobs::RetentionArgs {
+        policy_id: id,
+        dry_run: false,
+    };
+    berth_core::jobs::set_schedule(
+        db,
+        &format!("retention-{id}"),
+        berth_core::jobs::RETENTION,
+        cron.as_deref(),
+        &serde_json::to_string(&args).expect("arguments serialise"),
+    )
+    .await
+    .map_err(|e| ApiErr::bad(e.message))?;
+    Ok((id, project))
+}
+
+pub async fn create_retention(State(st): State<AppState>, Caller(who): Caller, body: axum::body::Bytes) -> ApiResult {
+    let (id, project) = save_policy(&st, &who, &body, None).await?;
+    audit(&st, &who, "create", "retention", &project.name).await;
+    Ok(created(format!("{PREFIX}/retentions/{id}")))
+}
+
+pub async fn get_retention(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    let (row, _) = policy_with(&st, &who, id, Perm::ReadProject).await?;
+    Ok(ok_json(retention_json(&row)?))
+}
+
+pub async fn update_retention(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    policy_with(&st, &who, id, Perm::UpdateProject).await?;
+    let (_, project) = save_policy(&st, &who, &body, Some(id)).await?;
+    audit(&st, &who, "update", "retention", &project.name).await;
+    Ok(ok())
+}
+
+pub async fn delete_retention(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    let (_, project) = policy_with(&st, &who, id, Perm::UpdateProject).await?;
+    let db = st.registry.db();
+    db.delete_schedule(&format!("retention-{id}")).await?;
+    db.delete_retention_policy(id).await?;
+    audit(&st, &who, "delete", "retention", &project.name).await;
+    Ok(ok())
+}
+
+pub async fn retention_metadatas(Caller(who): Caller) -> ApiResult {
+    if matches!(who, Subject::Anonymous) {
+        return Err(ApiErr::refused(&who));
+    }
+    let templates: Vec<Value> = berth_core::retention::TEMPLATES
+        .iter()
+        .map(|(rule, name, kind)| {
+            let params = if kind.is_empty() {
+                json!([])
+            } else {
+                json!([{"type": kind, "unit": if rule.starts_with('n') { "DAYS" } else { "COUNT" }, "required": true}])
+            };
+            json!({"rule_template": rule, "display_text": name, "action": "retain", "params": params})
+        })
+        .collect();
+    Ok(ok_json(json!({
+        "templates": templates,
+        "scope_selectors": [{"display_text": "Repositories", "kind": "doublestar", "decorations": ["repoMatches", "repoExcludes"]}],
+        "tag_selectors": [{"display_text": "Tags", "kind": "doublestar", "decorations": ["matches", "excludes"]}],
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ExecutionReq {
+    dry_run: bool,
+}
+
+fn execution_json(j: &berth_db::JobRow) -> Value {
+    let args: berth_core::jobs::RetentionArgs = serde_json::from_str(&j.args).unwrap_or_default();
+    json!({
+        "id": j.id,
+        "policy_id": args.policy_id,
+        "dry_run": args.dry_run,
+        "status": gc_status(&j.status),
+        "trigger": if j.triggered_by == "schedule" { "SCHEDULE" } else { "MANUAL" },
+        "start_time": j.started_at.map(time),
+        "end_time": j.finished_at.map(time),
+        "error": j.error,
+    })
+}
+
+pub async fn start_retention(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let (_, project) = policy_with(&st, &who, id, Perm::UpdateProject).await?;
+    let b: ExecutionReq = if body.is_empty() {
+        ExecutionReq::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiErr::bad(format!("the body is not an execution request: {e}")))?
+    };
+    let args = berth_core::jobs::RetentionArgs {
+        policy_id: id,
+        dry_run: b.dry_run,
+    };
+    let (eid, new) = berth_core::jobs::enqueue_retention(st.registry.db(), &args, who.name()).await?;
+    let location = format!("{PREFIX}/retentions/{id}/executions/{eid}");
+    if !new {
+        return Ok((
+            StatusCode::CONFLICT,
+            [(header::LOCATION, location)],
+            Json(json!({"errors": [{"code": "CONFLICT", "message": format!("retention run {eid} is already pending or running")}]})),
+        )
+            .into_response());
+    }
+    audit(&st, &who, "create", "retention_execution", &project.name).await;
+    Ok(created(location))
+}
+
+/// Runs of a policy, newest first (found by their arguments).
+async fn executions_of(st: &AppState, id: i64) -> ApiResult<Vec<berth_db::JobRow>> {
+    let (rows, _) = st.registry.db().jobs(berth_core::jobs::RETENTION, 0, 10_000).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|j| serde_json::from_str::<berth_core::jobs::RetentionArgs>(&j.args).is_ok_and(|a| a.policy_id == id))
+        .collect())
+}
+
+pub async fn list_retention_executions(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<i64>,
+    Query(q): Q,
+) -> ApiResult {
+    policy_with(&st, &who, id, Perm::ReadProject).await?;
+    let pg = Paging::from(&q)?;
+    let all = executions_of(&st, id).await?;
+    let total = all.len() as i64;
+    let page: Vec<Value> = all
+        .iter()
+        .skip(pg.offset() as usize)
+        .take(pg.size as usize)
+        .map(execution_json)
+        .collect();
+    Ok(pg.respond(&format!("{PREFIX}/retentions/{id}/executions"), &q, page, total))
+}
+
+async fn execution(st: &AppState, id: i64, eid: i64) -> ApiResult<berth_db::JobRow> {
+    executions_of(st, id)
+        .await?
+        .into_iter()
+        .find(|j| j.id == eid)
+        .ok_or_else(|| ApiErr::not_found(format!("retention run {eid} of policy {id} not found")))
+}
+
+/// The run's repositories, as Harbor's tasks (one per repository; the
+/// task id is the execution's, plus the repository's place).
+pub async fn list_retention_tasks(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path((id, eid)): Path<(i64, i64)>,
+) -> ApiResult {
+    policy_with(&st, &who, id, Perm::ReadProject).await?;
+    let j = execution(&st, id, eid).await?;
+    let report: Value = j
+        .progress
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(Value::Null);
+    let tasks: Vec<Value> = report["repositories"]
+        .as_array()
+        .map(|repos| {
+            repos
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    json!({
+                        "id": i + 1,
+                        "execution_id": eid,
+                        "repository": r["repository"],
+                        "status": gc_status(&j.status),
+                        "total": r["total"],
+                        "retained": r["retained"],
+                        "deleted": r["deleted"],
+                        "kept": r["kept"],
+                        "start_time": j.started_at.map(time),
+                        "end_time": j.finished_at.map(time),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ok_json(Value::Array(tasks)))
+}
+
+/// The run's log (every task shares it).
+pub async fn get_retention_task_log(
+    State(st): State<AppState>,
+    Caller(who): Caller,
+    Path((id, eid, _tid)): Path<(i64, i64, i64)>,
+) -> ApiResult {
+    policy_with(&st, &who, id, Perm::ReadProject).await?;
+    let j = execution(&st, id, eid).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        j.log,
+    )
+        .into_response())
+}
+
+// ---- scrub ----
+
+pub async fn start_scrub(State(st): State<AppState>, Caller(who): Caller) -> ApiResult {
+    require_admin(&who)?;
+    let (id, new) = berth_core::jobs::enqueue_scrub(st.registry.db(), who.name()).await?;
+    let location = format!("{PREFIX}/system/scrub/{id}");
+    if !new {
+        return Ok((
+            StatusCode::CONFLICT,
+            [(header::LOCATION, location)],
+            Json(json!({"errors": [{"code": "CONFLICT", "message": format!("scrub {id} is already pending or running")}]})),
+        )
+            .into_response());
+    }
+    audit(&st, &who, "create", "scrub", &format!("scrub {id}")).await;
+    Ok(created(location))
+}
+
+pub async fn list_scrubs(State(st): State<AppState>, Caller(who): Caller, Query(q): Q) -> ApiResult {
+    require_admin(&who)?;
+    let pg = Paging::from(&q)?;
+    let (rows, total) = st
+        .registry
+        .db()
+        .jobs(berth_core::jobs::SCRUB, pg.offset(), pg.size)
+        .await?;
+    Ok(pg.respond(
+        &format!("{PREFIX}/system/scrub"),
+        &q,
+        rows.iter().map(|j| job_json(j, "SCRUB")).collect(),
+        total,
+    ))
+}
+
+pub async fn get_scrub(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
+    require_admin(&who)?;
+    match st.registry.db().job(id).await? {
+        Some(j) if j.kind == berth_core::jobs::SCRUB => {
+            let mut v = job_json(&j, "SCRUB");
+            v["log"] = json!(j.log);
+            Ok(ok_json(v))
+        }
+        _ => Err(ApiErr::not_found(format!("no scrub {id}"))),
+    }
+}
+
+fn job_json(j: &berth_db::JobRow, name: &str) -> Value {
+    let mut v = gc_json(j);
+    v["job_name"] = json!(name);
+    v
 }

@@ -66,6 +66,8 @@ fn environment() -> Environment<'static> {
         "system.html",
         "audit.html",
         "password.html",
+        "policies.html",
+        "jobs.html",
     );
     env.add_filter("size", |n: i64| human_size(n));
     env.add_filter("short", |d: String| {
@@ -121,6 +123,13 @@ pub fn router(st: AppState) -> Router {
         .route("/projects/{p}/vanity/{id}/delete", post(delete_vanity))
         .route("/admin/users", get(users).post(create_user))
         .route("/admin/system", get(system).post(save_system))
+        .route("/admin/jobs", get(jobs))
+        .route("/admin/jobs/gc", post(start_gc))
+        .route("/admin/jobs/scrub", post(start_scrub))
+        .route("/projects/{p}/policies", get(policies))
+        .route("/projects/{p}/policies/immutable", post(add_immutable))
+        .route("/projects/{p}/policies/immutable/{id}/delete", post(delete_immutable))
+        .route("/projects/{p}/policies/retention/run", post(run_retention))
         .route("/admin/audit", get(audit))
         .route("/account/password", get(password_form).post(change_password))
         .route(
@@ -583,6 +592,8 @@ async fn project_ctx(p: &Portal, v: &Visitor, name: &str) -> Result<Value, Respo
     let mut proj = r.body;
     let s = p.get(v, &format!("/projects/{}/summary", enc(name))).await;
     proj["storage"] = s.body["quota"]["used"]["storage"].clone();
+    proj["storage_limit"] = s.body["quota"]["hard"]["storage"].clone();
+    proj["quota"] = s.body["quota"].clone();
     proj["public"] = json!(proj["metadata"]["public"] == "true");
     let role = proj["current_user_role_id"].as_i64().unwrap_or(0);
     // Project admin (1) or maintainer (4) manage members and robots; the API decides in the end.
@@ -994,7 +1005,161 @@ async fn delete_vanity(
     .await
 }
 
+// ---- policies ----
+
+async fn policies(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let rules = p.get(&v, &format!("/projects/{}/immutabletagrules", enc(&name))).await;
+    if !rules.ok() {
+        return p.failed(&v, &rules);
+    }
+    let meta = p.get(&v, &format!("/projects/{}/metadatas", enc(&name))).await;
+    let (retention, executions) = match meta.body["retention_id"].as_str() {
+        Some(id) => {
+            let r = p.get(&v, &format!("/retentions/{id}")).await;
+            let e = p.get(&v, &format!("/retentions/{id}/executions?page_size=10")).await;
+            (r.body, e.items())
+        }
+        None => (Value::Null, Vec::new()),
+    };
+    let quota = proj["quota"].clone();
+    p.render(
+        Some(&v),
+        "policies.html",
+        StatusCode::OK,
+        json!({"project": proj, "tab": "policies", "rules": rules.items(), "quota": quota,
+               "retention": retention, "executions": executions, "msg": flash(&q)}),
+    )
+}
+
+async fn add_immutable(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let body = json!({
+        "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": field("tag_pattern")}],
+        "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": "repoMatches", "pattern": field("repo_pattern")}]},
+    });
+    p.act(
+        &v,
+        Method::POST,
+        &format!("/projects/{}/immutabletagrules", enc(&name)),
+        Some(body),
+        &f,
+        &format!("/projects/{}/policies", enc(&name)),
+        "Rule added.",
+    )
+    .await
+}
+
+async fn delete_immutable(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path((name, id)): Path<(String, i64)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/projects/{}/immutabletagrules/{id}", enc(&name)),
+        None,
+        &f,
+        &format!("/projects/{}/policies", enc(&name)),
+        "Rule removed.",
+    )
+    .await
+}
+
+async fn run_retention(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let meta = p.get(&v, &format!("/projects/{}/metadatas", enc(&name))).await;
+    let Some(id) = meta.body["retention_id"].as_str().map(str::to_string) else {
+        return p.error(Some(&v), StatusCode::NOT_FOUND, "this project has no retention policy");
+    };
+    let dry = f.get("dry_run").is_some_and(|x| x == "on" || x == "true");
+    p.act(
+        &v,
+        Method::POST,
+        &format!("/retentions/{id}/executions"),
+        Some(json!({"dry_run": dry})),
+        &f,
+        &format!("/projects/{}/policies", enc(&name)),
+        if dry {
+            "Dry run started."
+        } else {
+            "Retention run started."
+        },
+    )
+    .await
+}
+
 // ---- administration ----
+
+async fn jobs(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let gc = p.get(&v, "/system/gc?page_size=20").await;
+    if !gc.ok() {
+        return p.failed(&v, &gc);
+    }
+    let schedule = p.get(&v, "/system/gc/schedule").await;
+    let scrubs = p.get(&v, "/system/scrub?page_size=10").await;
+    p.render(
+        Some(&v),
+        "jobs.html",
+        StatusCode::OK,
+        json!({"gc": gc.items(), "schedule": schedule.body, "scrubs": scrubs.items(), "msg": flash(&q)}),
+    )
+}
+
+async fn start_gc(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let on = |k: &str| f.get(k).is_some_and(|x| x == "on" || x == "true");
+    let body = json!({"schedule": {"type": "Manual"},
+                      "parameters": {"delete_untagged": on("delete_untagged"), "dry_run": on("dry_run")}});
+    p.act(
+        &v,
+        Method::POST,
+        "/system/gc/schedule",
+        Some(body),
+        &f,
+        "/admin/jobs",
+        "Garbage collection started.",
+    )
+    .await
+}
+
+async fn start_scrub(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    p.act(
+        &v,
+        Method::POST,
+        "/system/scrub",
+        None,
+        &f,
+        "/admin/jobs",
+        "Scrub started.",
+    )
+    .await
+}
 
 async fn users(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
     let v = visitor!(p, h);
