@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod gc;
 pub mod tls;
 
 use std::future::Future;
@@ -32,9 +33,10 @@ pub struct App {
     pub router: axum::Router,
 }
 
-/// Opens storage and the database (running migrations) and builds the router.
-/// Fails, with the path in the message, when storage cannot be written.
-pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
+/// Opens storage and the database (running migrations): what every command
+/// that touches registry data needs. Fails, with the path in the message,
+/// when storage cannot be written.
+pub async fn open_registry(cfg: &Loaded) -> anyhow::Result<(Arc<Registry>, Db)> {
     let data_dir = cfg.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -58,7 +60,22 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         resolve_ttl: std::time::Duration::from_millis(cfg.config.registry.tag_cache_ms),
         ..Limits::default()
     };
-    let registry = Arc::new(Registry::new(db.clone(), store, limits));
+    Ok((Arc::new(Registry::new(db.clone(), store, limits)), db))
+}
+
+/// Opens storage and the database (running migrations) and builds the router.
+/// Fails, with the path in the message, when storage cannot be written.
+pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
+    let (registry, db) = open_registry(cfg).await?;
+    match registry.recover_interrupted_gc().await {
+        Ok(r) if r.trash_restored + r.trash_purged > 0 => tracing::warn!(
+            restored = r.trash_restored,
+            removed = r.trash_purged,
+            "finished what an interrupted garbage collection left in the trash"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "looking at the garbage collection trash failed"),
+    }
     let accounts = Arc::new(accounts(cfg, &db).await?);
     // Vanity paths answer for `vanity.hosts`: from the file if one is named,
     // and from the database (managed through the API) always.

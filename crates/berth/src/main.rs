@@ -39,6 +39,42 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Remove what nothing references, while replicas keep serving.
+    ///
+    /// Takes the same configuration as `berth serve` and works on the same
+    /// database and storage. Safe to run while any number of replicas push,
+    /// pull and delete: nothing touched within --min-age is removed, and a
+    /// push that depends on something removed fails instead of succeeding.
+    Gc {
+        #[command(flatten)]
+        common: Common,
+        /// Keep anything pushed or depended on more recently than this
+        /// (e.g. 30m, 2h, 1d). Shorter windows make pushes in flight fail
+        /// more often; they never lose what a push was told is stored.
+        #[arg(long, default_value = "1h", value_parser = berth::gc::parse_duration)]
+        min_age: Duration,
+        /// Also delete untagged manifests older than --min-age (what Harbor
+        /// calls "delete untagged artifacts").
+        #[arg(long)]
+        untagged: bool,
+        /// Report what would be removed and how much space it holds; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every stored blob and manifest back and check it against its
+    /// digest; report corrupt or missing content and metadata that points
+    /// at content that is not stored. Changes nothing. Exits 1 if anything
+    /// is wrong. Safe to run while replicas serve.
+    Fsck {
+        #[command(flatten)]
+        common: Common,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -331,6 +367,61 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Fsck { common, json } => {
+            let cfg = match load(&common) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(berth::gc::fsck(&cfg, json)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Gc {
+            common,
+            min_age,
+            untagged,
+            dry_run,
+            json,
+        } => {
+            let cfg = match load(&common) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let options = berth_core::GcOptions {
+                min_age,
+                untagged,
+                dry_run,
+                upload_max_age: Duration::from_secs(cfg.config.registry.upload_expiry_secs),
+            };
+            match rt.block_on(berth::gc::run(&cfg, &options, json)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { common } => {
             let cfg = match load(&common) {
                 Ok(c) => c,
@@ -400,6 +491,18 @@ async fn serve(cfg: Loaded) -> anyhow::Result<()> {
         Duration::from_secs(r.upload_purge_interval_secs),
         Duration::from_secs(r.upload_expiry_secs),
     );
+    // Background jobs (garbage collection started through the API): every
+    // replica polls, one claims each job.
+    std::sync::Arc::new(berth_core::jobs::Runner::new(
+        app.registry.clone(),
+        berth_core::GcOptions {
+            min_age: Duration::from_secs(3600),
+            untagged: false,
+            dry_run: false,
+            upload_max_age: Duration::from_secs(r.upload_expiry_secs),
+        },
+    ))
+    .spawn(Duration::from_secs(2));
     let grace = Duration::from_secs(cfg.config.server.shutdown_grace_secs);
     let tls = &cfg.config.tls;
     if tls.cert_file.is_empty() {
