@@ -184,7 +184,14 @@ impl Db {
         .bind(digest)
         .bind(digest)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        let gone = match gone {
+            // A push linked the object after the links were deleted (it
+            // touched the row just before the window's end): it is in use,
+            // and the transaction is dropped with everything it did.
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => return Ok(false),
+            other => other?,
+        };
         if gone.rows_affected() == 0 {
             return Ok(false);
         }
