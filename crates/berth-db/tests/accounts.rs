@@ -281,3 +281,130 @@ async fn leases_go_to_one_holder_until_they_run_out() {
     })
     .await;
 }
+
+fn manifest(d: &str, pushed_at: i64, tag: Option<&str>, blob: &str) -> ManifestRecord {
+    ManifestRecord {
+        row: berth_db::ManifestRow {
+            digest: d.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            artifact_type: None,
+            subject: None,
+            size: 100,
+            annotations: None,
+            pushed_at,
+        },
+        references: vec![berth_db::ManifestReference {
+            digest: blob.into(),
+            is_manifest: false,
+        }],
+        tag: tag.map(str::to_string),
+    }
+}
+
+/// Immutability rules, quotas, retention policies, schedules, and the
+/// queries that scrub and retention read, on every database.
+#[tokio::test]
+async fn rules_policies_and_schedules() {
+    each(async |db| {
+        let owner = db.create_user(&user("owner", false)).await.unwrap();
+        let p = db.create_project("team", false, owner, 1).await.unwrap().unwrap();
+
+        // Rules: add, list by project and by repository, change, delete.
+        let mut rule = berth_db::ImmutableRuleRow {
+            id: 0,
+            project_id: p,
+            repo_pattern: "**".into(),
+            repo_exclude: false,
+            tag_pattern: "v*".into(),
+            tag_exclude: false,
+            disabled: false,
+        };
+        rule.id = db.add_immutable_rule(&rule).await.unwrap();
+        let second = db.add_immutable_rule(&rule).await.unwrap();
+        assert_ne!(second, rule.id);
+        assert_eq!(db.immutable_rules(p).await.unwrap()[0], rule);
+        assert_eq!(db.immutable_rules_for_repository("team/app").await.unwrap().len(), 2);
+        assert!(db.immutable_rules_for_repository("other/app").await.unwrap().is_empty());
+        rule.disabled = true;
+        assert!(db.update_immutable_rule(&rule).await.unwrap());
+        assert_eq!(db.immutable_rules_for_repository("team/app").await.unwrap().len(), 1);
+        assert!(db.delete_immutable_rule(p, second).await.unwrap());
+        assert!(!db.delete_immutable_rule(p, second).await.unwrap());
+
+        // A guarded tag is created once and never moved.
+        let repo = db.ensure_repository("team/app").await.unwrap();
+        db.touch_object("sha256:b1", 10).await.unwrap();
+        db.link_existing_blob(repo, "sha256:b1").await.unwrap();
+        let m1 = manifest("sha256:m1", 1000, Some("v1"), "sha256:b1");
+        let m2 = manifest("sha256:m2", 2000, Some("v1"), "sha256:b1");
+        db.touch_object("sha256:m1", 100).await.unwrap();
+        db.touch_object("sha256:m2", 100).await.unwrap();
+        db.put_manifest_guarded(repo, &m1, true).await.unwrap();
+        db.put_manifest_guarded(repo, &m1, true).await.unwrap();
+        match db.put_manifest_guarded(repo, &m2, true).await {
+            Err(berth_db::DbError::Immutable(t)) => assert_eq!(t, "v1"),
+            other => panic!("moved an immutable tag: {other:?}"),
+        }
+        assert_eq!(
+            db.tagged_manifest(repo, "v1").await.unwrap().unwrap().digest,
+            "sha256:m1"
+        );
+        assert!(db.manifest(repo, "sha256:m2").await.unwrap().is_none(), "rolled back");
+        // Unguarded, it moves.
+        db.put_manifest_guarded(repo, &m2, false).await.unwrap();
+        assert_eq!(
+            db.tagged_manifest(repo, "v1").await.unwrap().unwrap().digest,
+            "sha256:m2"
+        );
+
+        // Quotas and what counts towards them.
+        assert!(db.set_project_quota(p, 5000, 3).await.unwrap());
+        let row = db.project_by_id(p).await.unwrap().unwrap();
+        assert_eq!((row.storage_limit, row.count_limit), (5000, 3));
+        assert_eq!(db.project_artifact_count("team").await.unwrap(), 2);
+        assert!(db.project_holds("team", "sha256:b1").await.unwrap());
+        assert!(db.project_holds("team", "sha256:m1").await.unwrap());
+        assert!(!db.project_holds("team", "sha256:zz").await.unwrap());
+        assert!(!db.project_holds("tea", "sha256:b1").await.unwrap());
+
+        // Retention sees top-level artifacts, newest first, with their tags.
+        let arts = db.retention_artifacts(repo).await.unwrap();
+        let seen: Vec<(&str, Vec<String>)> = arts.iter().map(|a| (a.digest.as_str(), a.tags.clone())).collect();
+        assert_eq!(seen, [("sha256:m2", vec!["v1".to_string()]), ("sha256:m1", vec![])]);
+
+        // Policies: one per project, replaced in place.
+        let id = db.set_retention_policy(p, r#"{"rules":[]}"#).await.unwrap();
+        assert_eq!(db.set_retention_policy(p, r#"{"rules":[1]}"#).await.unwrap(), id);
+        assert_eq!(
+            db.retention_policy_by_id(id).await.unwrap().unwrap().rules,
+            r#"{"rules":[1]}"#
+        );
+        assert!(db.delete_retention_policy(id).await.unwrap());
+        assert!(db.retention_policy(p).await.unwrap().is_none());
+
+        // Schedules: each due time is taken by one caller.
+        db.set_schedule("gc", "gc", "{}", "0 0 * * * *", 500).await.unwrap();
+        db.set_schedule("gc", "gc", "{}", "0 0 0 * * *", 1000).await.unwrap();
+        assert!(db.due_schedules(999).await.unwrap().is_empty());
+        let due = db.due_schedules(1000).await.unwrap();
+        assert_eq!((due.len(), due[0].cron.as_str()), (1, "0 0 0 * * *"));
+        assert!(db.advance_schedule("gc", 1000, 5000).await.unwrap());
+        assert!(!db.advance_schedule("gc", 1000, 5000).await.unwrap(), "taken once");
+        assert_eq!(db.schedule("gc").await.unwrap().unwrap().next_run_at, 5000);
+        assert!(db.delete_schedule("gc").await.unwrap());
+
+        // Scrub's queries.
+        let page = db.objects_page("", 2).await.unwrap();
+        assert_eq!(page.len(), 2);
+        let rest = db.objects_page(&page[1].digest, 10).await.unwrap();
+        assert_eq!(page.len() + rest.len(), 3);
+        assert!(db.dangling_metadata(10).await.unwrap().is_empty());
+
+        // Deleting the project takes its rules and policy with it.
+        db.set_retention_policy(p, "{}").await.unwrap();
+        db.delete_project(p).await.unwrap();
+        assert!(db.immutable_rules(p).await.unwrap().is_empty());
+        assert!(db.retention_policy(p).await.unwrap().is_none());
+    })
+    .await;
+}
