@@ -27,6 +27,8 @@ pub struct JobRow {
     pub log: String,
     pub error: Option<String>,
     pub created_at: i64,
+    /// When a pending job is due (a retry waits).
+    pub run_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
 }
@@ -38,7 +40,7 @@ pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
 
 const COLS: &str = "id, kind, args, status, triggered_by, attempts, max_attempts, progress, log, error, \
-                    created_at, started_at, finished_at";
+                    created_at, run_at, started_at, finished_at";
 
 fn job_row(r: &AnyRow) -> Result<JobRow> {
     Ok(JobRow {
@@ -53,6 +55,7 @@ fn job_row(r: &AnyRow) -> Result<JobRow> {
         log: opt_string(r, "log")?.unwrap_or_default(),
         error: opt_string(r, "error")?,
         created_at: r.try_get("created_at")?,
+        run_at: r.try_get("run_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
     })
@@ -195,8 +198,8 @@ impl Db {
     }
 
     /// Ends a run: succeeded, or failed. A failure with attempts left goes
-    /// back to pending after `retry_in_ms`; otherwise the job is finished and
-    /// its key freed.
+    /// back to pending after `retry_in_ms`, doubled for each attempt already
+    /// made (at most an hour); otherwise the job is finished and its key freed.
     pub async fn finish_job(
         &self,
         id: i64,
@@ -212,6 +215,8 @@ impl Db {
             Err(e) => (if retry { PENDING } else { FAILED }, None, Some(e)),
         };
         let finished = (!retry).then_some(now);
+        let attempts = job.as_ref().map_or(1, |j| j.attempts.clamp(1, 20));
+        let delay = (retry_in_ms.saturating_mul(1 << (attempts - 1))).min(3_600_000);
         sqlx::query(&self.q(
             "UPDATE jobs SET status = ?, progress = COALESCE(?, progress), error = ?, finished_at = ?, \
              run_at = ?, lease_owner = NULL, lease_until = 0, \
@@ -222,13 +227,25 @@ impl Db {
         .bind(progress)
         .bind(error)
         .bind(finished)
-        .bind(now + retry_in_ms)
+        .bind(now + delay)
         .bind(i64::from(retry))
         .bind(id)
         .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Makes a pending job (one waiting to be retried) due now. False if
+    /// it is not pending.
+    pub async fn run_job_now(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query(&self.q("UPDATE jobs SET run_at = ? WHERE id = ? AND status = ?"))
+            .bind(now_ms())
+            .bind(id)
+            .bind(PENDING)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {

@@ -598,6 +598,22 @@ async fn jobs_are_claimed_once_retried_and_logged() {
         db.finish_job(other, "b", Err("boom"), 0).await.unwrap();
         assert_eq!(db.job(other).await.unwrap().unwrap().status, berth_db::FAILED);
 
+        // Retries back off: each waits twice as long as the one before.
+        let (r, _) = db.enqueue_job("retry", "{}", None, "admin", 4).await.unwrap();
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            assert!(db.run_job_now(r).await.unwrap());
+            let j = db.claim_job(&["retry"], "r", 60_000).await.unwrap().unwrap();
+            db.finish_job(j.id, "r", Err("flaky"), 1_000).await.unwrap();
+            let after = db.job(r).await.unwrap().unwrap();
+            waits.push((after.run_at - berth_db::now_ms() + 500) / 1000);
+        }
+        assert_eq!(waits, [1, 2, 4], "retry waits in seconds");
+        assert!(
+            db.claim_job(&["retry"], "r", 60_000).await.unwrap().is_none(),
+            "not due yet"
+        );
+
         // A runner that died: its lease runs out and another claims the job.
         let c = db.claim_job(&["gc"], "c", -1).await.unwrap().unwrap();
         assert_eq!(c.id, third);
