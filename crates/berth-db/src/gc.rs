@@ -161,6 +161,22 @@ impl Db {
         F: AsyncFnOnce() -> std::result::Result<(), String>,
     {
         let mut tx = self.begin().await?;
+        // Lock the row before reading anything about it. A manifest put
+        // touches the row in its transaction, so this waits for any put in
+        // flight, and the statements below (each with a fresh snapshot under
+        // READ COMMITTED) see what it committed. Without the lock,
+        // PostgreSQL would re-check only the row's own columns after the
+        // wait, with subqueries still evaluated on the old snapshot, and
+        // could delete the row of a manifest that had just been committed.
+        if self.dialect != crate::Dialect::Sqlite {
+            let locked = sqlx::query(&self.q("SELECT digest FROM blobs WHERE digest = ? FOR UPDATE"))
+                .bind(digest)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if locked.is_none() {
+                return Ok(false);
+            }
+        }
         // Links first (they refer to the row), but only of an object that is
         // deletable now; then the row itself, under the same conditions. A
         // touch that lands between the two makes the second delete nothing,
