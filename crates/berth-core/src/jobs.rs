@@ -18,13 +18,18 @@ pub const GC: &str = "gc";
 pub const RETENTION: &str = "retention";
 /// The kind of a scrub (read back and re-hash everything stored).
 pub const SCRUB: &str = "scrub";
-const KINDS: [&str; 3] = [GC, RETENTION, SCRUB];
+/// The kind of a replication run.
+pub const REPLICATION: &str = "replication";
+const KINDS: [&str; 4] = [GC, RETENTION, SCRUB, REPLICATION];
 
 /// A lease outlives a few missed heartbeats, no more.
 const LEASE_MS: i64 = 30_000;
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Retention runs are retried once.
 pub const RETENTION_ATTEMPTS: i64 = 2;
+/// A replication run is tried three times; each try skips what the
+/// previous ones finished.
+pub const REPLICATION_ATTEMPTS: i64 = 3;
 /// Garbage collection is retried once, a minute later.
 pub const GC_ATTEMPTS: i64 = 2;
 const RETRY_MS: i64 = 60_000;
@@ -107,6 +112,7 @@ pub struct Runner {
     owner: String,
     /// Window and upload expiry when a job names none.
     gc_defaults: GcOptions,
+    replicator: Option<Arc<crate::replication::Replicator>>,
 }
 
 impl Runner {
@@ -115,7 +121,14 @@ impl Runner {
             registry,
             owner: format!("runner-{}", uuid::Uuid::new_v4().simple()),
             gc_defaults,
+            replicator: None,
         }
+    }
+
+    /// Lets this runner take replication runs too.
+    pub fn with_replication(mut self, r: Arc<crate::replication::Replicator>) -> Runner {
+        self.replicator = Some(r);
+        self
     }
 
     /// Starts the runs of schedules that are due: each due time is claimed
@@ -137,6 +150,7 @@ impl Runner {
             }
             let (attempts, dedup) = match s.kind.as_str() {
                 GC => (GC_ATTEMPTS, "gc".to_string()),
+                REPLICATION => (REPLICATION_ATTEMPTS, s.name.clone()),
                 _ => (RETENTION_ATTEMPTS, s.name.clone()),
             };
             let (id, new) = db
@@ -155,12 +169,14 @@ impl Runner {
     /// Claims and runs jobs until none is due. Returns how many ran.
     pub async fn run_due(&self) -> Result<usize> {
         let mut ran = 0;
-        while let Some(job) = self.registry.db().claim_job(&KINDS, &self.owner, LEASE_MS).await? {
+        let kinds: &[&str] = if self.replicator.is_some() { &KINDS } else { &KINDS[..3] };
+        while let Some(job) = self.registry.db().claim_job(kinds, &self.owner, LEASE_MS).await? {
             ran += 1;
             let outcome = match job.kind.as_str() {
                 GC => self.run_gc(job.id, &job.args).await,
                 RETENTION => self.run_retention(job.id, &job.args).await,
                 SCRUB => self.run_scrub(job.id).await,
+                REPLICATION => self.run_replication(job.id, &job.args).await,
                 other => Err(Error::internal("job", format!("no runner for jobs of kind {other}"))),
             };
             let db = self.registry.db();
@@ -314,6 +330,24 @@ impl Runner {
         )
         .await?;
         Ok(serde_json::to_string(&report).expect("report serialises"))
+    }
+
+    async fn run_replication(&self, id: i64, args: &str) -> Result<String> {
+        let a: crate::replication::RunArgs =
+            serde_json::from_str(args).map_err(|e| Error::internal("replication job arguments", e))?;
+        let Some(rep) = &self.replicator else {
+            return Err(Error::internal("replication job", "this runner does not replicate"));
+        };
+        let progress: Arc<Mutex<Option<String>>> = Arc::default();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (p, l) = (progress.clone(), lines.clone());
+        let set_progress = move |r: crate::replication::RunProgress| {
+            *p.lock().unwrap() = Some(serde_json::to_string(&r).expect("progress serialises"));
+        };
+        let log = move |line: String| l.lock().unwrap().push(line);
+        let work = rep.run(id, &a, &log, &set_progress);
+        let report = self.with_heartbeat(id, work, progress, lines).await?;
+        Ok(serde_json::to_string(&report).expect("progress serialises"))
     }
 
     async fn run_scrub(&self, id: i64) -> Result<String> {

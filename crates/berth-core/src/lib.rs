@@ -12,8 +12,11 @@ mod gc;
 pub mod jobs;
 pub mod policy;
 mod registry;
+pub mod remote;
+pub mod replication;
 pub mod retention;
 pub mod scrub;
+pub mod sealed;
 pub mod shared;
 pub mod vanity;
 
@@ -23,4 +26,4 @@ pub use berth_oci::ErrorCode;
 pub use berth_storage::ByteStream;
 pub use error::{Error, Result};
 pub use gc::{summary as gc_summary, GcOptions, GcReport};
-pub use registry::{BlobRead, Limits, ManifestPut, ManifestRead, Page, Registry};
+pub use registry::{BlobRead, Event, EventKind, Limits, ManifestPut, ManifestRead, Page, Registry};

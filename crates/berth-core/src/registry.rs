@@ -66,6 +66,7 @@ pub struct Registry {
     manifests: ContentCache,
     /// Tag and digest resolutions, briefly.
     resolved: ResolveCache,
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 /// Manifests cached in memory: at most this many bytes in all, and each at
@@ -103,6 +104,26 @@ pub struct ManifestPut {
     pub subject: Option<Digest>,
 }
 
+/// What happened to an artifact, for whoever listens (replication, webhooks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Push,
+    Delete,
+}
+
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub repository: String,
+    /// The tag or digest the client named.
+    pub reference: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// Events a slow listener may fall behind by before it misses some.
+const EVENT_BACKLOG: usize = 1024;
+
 /// One page of names, and the `last` of the next page when there is one.
 pub struct Page {
     pub items: Vec<String>,
@@ -135,7 +156,18 @@ impl Registry {
             manifests: ContentCache::new(MANIFEST_CACHE_BYTES, MANIFEST_CACHE_ENTRY),
             resolved: ResolveCache::new(limits.resolve_ttl, RESOLVE_CACHE_ENTRIES),
             limits,
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
         }
+    }
+
+    /// Pushes and deletes committed through this process, from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, e: Event) {
+        // No listener is not an error.
+        let _ = self.events.send(e);
     }
 
     pub fn db(&self) -> &Db {
@@ -871,6 +903,13 @@ impl Registry {
             }
         }
         self.manifests.insert(&digest, body);
+        self.emit(Event {
+            kind: EventKind::Push,
+            repository: repo.to_string(),
+            reference: reference.to_string(),
+            tag: record.tag.clone(),
+            digest: Some(digest.to_string()),
+        });
         Ok(ManifestPut {
             digest,
             subject: parsed.subject.map(|s| s.digest),
@@ -893,6 +932,13 @@ impl Registry {
                 if !self.db.delete_tag(repo_id, t.as_str()).await? {
                     return Err(unknown());
                 }
+                self.emit(Event {
+                    kind: EventKind::Delete,
+                    repository: repo.to_string(),
+                    reference: t.to_string(),
+                    tag: Some(t.to_string()),
+                    digest: None,
+                });
             }
             Reference::Digest(d) => {
                 let d = d.to_string();
@@ -904,8 +950,19 @@ impl Registry {
                     ));
                 }
                 self.check_tags_mutable(repo, repo_id, Some(&d)).await?;
+                let tags = self.db.manifest_tags(repo_id, &d).await?;
                 if !self.db.delete_manifest(repo_id, &d).await? {
                     return Err(unknown());
+                }
+                // Listeners hear of each tag that went with it.
+                for t in tags {
+                    self.emit(Event {
+                        kind: EventKind::Delete,
+                        repository: repo.to_string(),
+                        reference: t.name.clone(),
+                        tag: Some(t.name),
+                        digest: Some(d.clone()),
+                    });
                 }
             }
         }

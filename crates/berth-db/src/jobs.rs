@@ -38,6 +38,8 @@ pub const PENDING: &str = "pending";
 pub const RUNNING: &str = "running";
 pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
+/// Stopped by an operator before it ended.
+pub const STOPPED: &str = "stopped";
 
 const COLS: &str = "id, kind, args, status, triggered_by, attempts, max_attempts, progress, log, error, \
                     created_at, run_at, started_at, finished_at";
@@ -221,7 +223,7 @@ impl Db {
             "UPDATE jobs SET status = ?, progress = COALESCE(?, progress), error = ?, finished_at = ?, \
              run_at = ?, lease_owner = NULL, lease_until = 0, \
              dedup_key = CASE WHEN ? = 1 THEN dedup_key ELSE NULL END \
-             WHERE id = ? AND lease_owner = ?",
+             WHERE id = ? AND lease_owner = ? AND status = ?",
         ))
         .bind(status)
         .bind(progress)
@@ -231,9 +233,29 @@ impl Db {
         .bind(i64::from(retry))
         .bind(id)
         .bind(owner)
+        .bind(RUNNING)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Stops a pending or running job: it is not claimed again, and its
+    /// runner's next heartbeat fails, which ends the run. False if it had
+    /// already ended.
+    pub async fn stop_job(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query(&self.q(
+            "UPDATE jobs SET status = ?, finished_at = ?, dedup_key = NULL, error = ? \
+             WHERE id = ? AND (status = ? OR status = ?)",
+        ))
+        .bind(STOPPED)
+        .bind(now_ms())
+        .bind("stopped by an operator")
+        .bind(id)
+        .bind(PENDING)
+        .bind(RUNNING)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Makes a pending job (one waiting to be retried) due now. False if

@@ -23,12 +23,16 @@ mod gc;
 mod jobs;
 mod policy;
 mod registry;
+mod replication;
 
 pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, SessionRow, UserRow, VanityRow};
 pub use gc::{Unreferenced, Untagged};
-pub use jobs::{JobRow, FAILED, PENDING, RUNNING, SUCCEEDED};
+pub use jobs::{JobRow, FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED};
 pub use policy::{ArtifactRow, ImmutableRuleRow, RetentionRow, ScheduleRow};
 pub use registry::{ManifestRecord, ManifestReference, ManifestRow, RepositoryRow, TagRow, UploadRow};
+pub use replication::{
+    PolicyRow, RegistryRow, TaskCounts, TaskRow, TASK_FAILED, TASK_RUNNING, TASK_SKIPPED, TASK_SUCCEEDED,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -46,6 +50,9 @@ pub enum DbError {
     /// write was not made.
     #[error("tag {0} is immutable")]
     Immutable(String),
+    /// A unique name is taken, or a row is still in use; nothing was written.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -166,6 +173,11 @@ fn migrations(dialect: Dialect) -> Migrator {
             (6, "pull_time", include_str!("../migrations/sqlite/0006_pull_time.sql")),
             (7, "jobs_gc", include_str!("../migrations/sqlite/0007_jobs_gc.sql")),
             (8, "policies", include_str!("../migrations/sqlite/0008_policies.sql")),
+            (
+                9,
+                "replication",
+                include_str!("../migrations/sqlite/0009_replication.sql"),
+            ),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
@@ -180,6 +192,11 @@ fn migrations(dialect: Dialect) -> Migrator {
             ),
             (7, "jobs_gc", include_str!("../migrations/postgres/0007_jobs_gc.sql")),
             (8, "policies", include_str!("../migrations/postgres/0008_policies.sql")),
+            (
+                9,
+                "replication",
+                include_str!("../migrations/postgres/0009_replication.sql"),
+            ),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
@@ -190,6 +207,11 @@ fn migrations(dialect: Dialect) -> Migrator {
             (6, "pull_time", include_str!("../migrations/mysql/0006_pull_time.sql")),
             (7, "jobs_gc", include_str!("../migrations/mysql/0007_jobs_gc.sql")),
             (8, "policies", include_str!("../migrations/mysql/0008_policies.sql")),
+            (
+                9,
+                "replication",
+                include_str!("../migrations/mysql/0009_replication.sql"),
+            ),
         ],
     };
     let list: Vec<Migration> = files
@@ -286,6 +308,28 @@ impl Db {
 
     fn q<'a>(&self, s: &'a str) -> Cow<'a, str> {
         self.dialect.sql(s)
+    }
+
+    /// `sql` (an INSERT) with the new row's id returned where the database
+    /// can; run it with [`Db::insert_id`].
+    fn returning_id(&self, sql: &str) -> String {
+        let sql = if self.dialect == Dialect::Mysql {
+            sql.to_string()
+        } else {
+            format!("{sql} RETURNING id")
+        };
+        self.q(&sql).into_owned()
+    }
+
+    /// Runs an INSERT built from [`Db::returning_id`]: the new row's id.
+    async fn insert_id<'q>(&self, q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>) -> Result<i64> {
+        if self.dialect == Dialect::Mysql {
+            let r = q.execute(&self.pool).await?;
+            Ok(r.last_insert_id()
+                .ok_or_else(|| sqlx::Error::Protocol("no id for the new row".into()))?)
+        } else {
+            Ok(q.fetch_one(&self.pool).await?.try_get(0)?)
+        }
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>> {

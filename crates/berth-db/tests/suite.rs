@@ -627,3 +627,97 @@ async fn jobs_are_claimed_once_retried_and_logged() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn registries_policies_and_replication_tasks() {
+    use berth_db::{DbError, PolicyRow, RegistryRow, TaskCounts};
+    each(async |db| {
+        let reg = RegistryRow {
+            id: 0,
+            name: "remote".into(),
+            kind: "harbor".into(),
+            url: "https://r.example".into(),
+            description: "d".into(),
+            access_key: "robot".into(),
+            access_secret: Some("v1:sealed".into()),
+            insecure: true,
+            ca_cert: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let id = db.create_registry(&reg).await.unwrap();
+        let got = db.registry(id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.name.as_str(), got.insecure, got.access_secret.as_deref()),
+            ("remote", true, Some("v1:sealed"))
+        );
+        assert!(
+            matches!(db.create_registry(&reg).await, Err(DbError::Conflict(_))),
+            "a taken name"
+        );
+        let policy = PolicyRow {
+            id: 0,
+            name: "p".into(),
+            src_registry_id: None,
+            dest_registry_id: Some(id),
+            enabled: true,
+            spec: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let pid = db.create_policy(&policy).await.unwrap();
+        assert!(matches!(db.create_policy(&policy).await, Err(DbError::Conflict(_))));
+        assert!(
+            matches!(db.delete_registry(id).await, Err(DbError::Conflict(_))),
+            "a registry a policy uses stays"
+        );
+        let mut changed = db.policy(pid).await.unwrap().unwrap();
+        changed.enabled = false;
+        assert!(db.update_policy(&changed).await.unwrap());
+        assert!(!db.policy(pid).await.unwrap().unwrap().enabled);
+
+        // Tasks of a run: started, started again after a takeover, finished.
+        let (job, _) = db.enqueue_job("replication", "{}", None, "manual", 3).await.unwrap();
+        let t = db.start_task(job, "copy", "a/b:v1", "m/b:v1").await.unwrap();
+        assert_eq!((t.attempts, t.status.as_str()), (1, berth_db::TASK_RUNNING));
+        let again = db.start_task(job, "copy", "a/b:v1", "m/b:v1").await.unwrap();
+        assert_eq!((again.id, again.attempts), (t.id, 2));
+        db.task_log(t.id, "line one").await.unwrap();
+        db.finish_task(t.id, berth_db::TASK_SUCCEEDED, Some(&digest(7)), 10, "copied")
+            .await
+            .unwrap();
+        let t2 = db.start_task(job, "copy", "a/b:v2", "m/b:v2").await.unwrap();
+        db.finish_task(t2.id, berth_db::TASK_FAILED, None, 0, "remote said no")
+            .await
+            .unwrap();
+        db.start_task(job, "deletion", "a/b:v1", "m/b:v1").await.unwrap();
+        assert_eq!(
+            db.task_counts(job).await.unwrap(),
+            TaskCounts {
+                total: 3,
+                succeeded: 1,
+                failed: 1,
+                running: 1,
+                skipped: 0
+            }
+        );
+        let done = db.task(job, t.id).await.unwrap().unwrap();
+        assert_eq!(done.digest, Some(digest(7)));
+        assert_eq!(done.log, "line one\n");
+        assert_eq!(db.tasks(job).await.unwrap().len(), 3);
+
+        // Stopping: a running job's heartbeat fails, and finishing it changes nothing.
+        let claimed = db.claim_job(&["replication"], "me", 30_000).await.unwrap().unwrap();
+        assert_eq!(claimed.id, job);
+        assert!(db.stop_job(job).await.unwrap());
+        assert!(!db.stop_job(job).await.unwrap(), "stopped once");
+        assert!(!db.job_heartbeat(job, "me", 30_000, None).await.unwrap());
+        db.finish_job(job, "me", Ok("{}"), 1000).await.unwrap();
+        assert_eq!(db.job(job).await.unwrap().unwrap().status, berth_db::STOPPED);
+
+        assert!(db.delete_policy(pid).await.unwrap());
+        assert!(db.delete_registry(id).await.unwrap());
+        assert!(db.registries().await.unwrap().is_empty());
+    })
+    .await;
+}

@@ -40,6 +40,8 @@ pub struct AppState {
     pub https: bool,
     /// Vanity paths from the file, to keep API-managed ones from clashing.
     pub vanity: Option<Arc<vanity::Vanity>>,
+    /// Remote registries and replication; None in tests of other parts.
+    pub replicator: Option<Arc<berth_core::replication::Replicator>>,
 }
 
 /// The whole application: `/v2/` and everything below it.

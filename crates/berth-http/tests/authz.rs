@@ -111,6 +111,8 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
             .replace("{task_id}", "1")
             .replace("{quota_id}", pid)
             .replace("{scrub_id}", &f.ids["scrub_id"])
+            .replace("{registry_id}", &f.ids["registry_id"])
+            .replace("{policy_id}", &f.ids["policy_id"])
     };
     let body = match (method.as_str(), path) {
         ("POST", "/users") => Some(json!({"username": format!("new{}", rand_suffix()), "password": PW})),
@@ -146,6 +148,18 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
         ("POST", "/retentions") | ("PUT", "/retentions/{retention_id}") => {
             Some(fixture::retention_policy(pid.parse().unwrap()))
         }
+        ("POST", "/registries") | ("POST", "/registries/ping") => {
+            let mut r = fixture::registry_endpoint();
+            r["name"] = json!(format!("r{}", rand_suffix()));
+            Some(r)
+        }
+        ("PUT", "/registries/{registry_id}") => Some(json!({"description": "changed"})),
+        ("POST", "/replication/policies") | ("PUT", "/replication/policies/{policy_id}") => {
+            let mut p = fixture::replication_policy(f.ids["registry_id"].parse().unwrap());
+            p["name"] = json!(format!("p{}", rand_suffix()));
+            Some(p)
+        }
+        ("POST", "/replication/executions") => Some(json!({"policy_id": f.ids["policy_id"].parse::<i64>().unwrap()})),
         _ => None,
     };
     let mut url = fill(path);
@@ -404,6 +418,7 @@ async fn repeated_failed_logins_get_429_and_are_audited() {
         audit_pulls: true,
         https: false,
         vanity: None,
+        replicator: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

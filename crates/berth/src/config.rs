@@ -72,6 +72,13 @@ pub struct Auth {
     pub token_key: String,
     /// A file holding the token key.
     pub token_key_file: String,
+    /// Key that seals stored credentials of remote registries, at least 32
+    /// bytes, the same on every replica. Empty: with the embedded SQLite
+    /// database, generated once into `<data_dir>/secret-key`; with an
+    /// external database, remote registries can be added only without a password.
+    pub secret_key: String,
+    /// A file holding the secret key.
+    pub secret_key_file: String,
     /// The `service` named in token challenges.
     pub token_service: String,
     pub token_lifetime_secs: u64,
@@ -93,6 +100,8 @@ impl Default for Auth {
             admin_password_file: String::new(),
             token_key: String::new(),
             token_key_file: String::new(),
+            secret_key: String::new(),
+            secret_key_file: String::new(),
             token_service: "berth".into(),
             token_lifetime_secs: 1800,
             token_leeway_secs: 60,
@@ -111,17 +120,26 @@ impl Auth {
     }
 
     pub fn token_key(&self) -> Result<Option<String>, ConfigError> {
-        let key = secret_value("auth.token_key", &self.token_key, &self.token_key_file)?;
-        if let Some(k) = &key {
-            if k.len() < 32 {
-                return Err(ConfigError::Invalid(format!(
-                    "auth.token_key is {} bytes; it must be at least 32",
-                    k.len()
-                )));
-            }
-        }
-        Ok(key)
+        long_secret("auth.token_key", &self.token_key, &self.token_key_file)
     }
+
+    pub fn secret_key(&self) -> Result<Option<String>, ConfigError> {
+        long_secret("auth.secret_key", &self.secret_key, &self.secret_key_file)
+    }
+}
+
+/// A key of at least 32 bytes, given directly or as a file.
+fn long_secret(key: &str, value: &str, file: &str) -> Result<Option<String>, ConfigError> {
+    let k = secret_value(key, value, file)?;
+    if let Some(k) = &k {
+        if k.len() < 32 {
+            return Err(ConfigError::Invalid(format!(
+                "{key} is {} bytes; it must be at least 32",
+                k.len()
+            )));
+        }
+    }
+    Ok(k)
 }
 
 /// A secret given directly or as a file (whose trailing newline is dropped).
@@ -692,11 +710,10 @@ impl Loaded {
 fn value_text(key: &str, v: &toml::Value) -> String {
     match (key, v) {
         ("database.url" | "redis.url", toml::Value::String(s)) => format!("{:?}", berth_db::redact(s)),
-        ("auth.admin_password" | "auth.token_key" | "storage.s3.secret_key", toml::Value::String(s))
-            if !s.is_empty() =>
-        {
-            "\"***\"".into()
-        }
+        (
+            "auth.admin_password" | "auth.token_key" | "auth.secret_key" | "storage.s3.secret_key",
+            toml::Value::String(s),
+        ) if !s.is_empty() => "\"***\"".into(),
         _ => v.to_string(),
     }
 }

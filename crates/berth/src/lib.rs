@@ -30,6 +30,7 @@ use crate::config::Loaded;
 pub struct App {
     pub registry: Arc<Registry>,
     pub accounts: Arc<AuthService>,
+    pub replicator: Arc<berth_core::replication::Replicator>,
     pub router: axum::Router,
 }
 
@@ -77,6 +78,10 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         Err(e) => tracing::warn!(error = %e, "looking at the garbage collection trash failed"),
     }
     let accounts = Arc::new(accounts(cfg, &db).await?);
+    let replicator = Arc::new(berth_core::replication::Replicator::new(
+        registry.clone(),
+        sealer(cfg, &db)?,
+    ));
     // Vanity paths answer for `vanity.hosts`: from the file if one is named,
     // and from the database (managed through the API) always.
     let v = &cfg.config.vanity;
@@ -109,6 +114,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         https: !cfg.config.tls.cert_file.is_empty(),
         audit_pulls: cfg.config.auth.audit_pulls,
         vanity: vanity.clone(),
+        replicator: Some(replicator.clone()),
     });
     let router = match vanity {
         Some(vanity) => by_host(router, berth_http::vanity::router(vanity), v.hosts.clone()),
@@ -128,7 +134,56 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
     Ok(App {
         registry,
         accounts,
+        replicator,
         router,
+    })
+}
+
+/// The key that seals remote registries' passwords: configured, or for the
+/// embedded database generated once beside it. An external database is
+/// shared by replicas whose data directories are their own, so there a key
+/// must be configured; without one, passwords cannot be stored.
+fn sealer(cfg: &Loaded, db: &Db) -> anyhow::Result<Option<berth_core::sealed::Sealer>> {
+    if let Some(k) = cfg.config.auth.secret_key()? {
+        return Ok(Some(berth_core::sealed::Sealer::new(k.as_bytes())));
+    }
+    if db.dialect() != berth_db::Dialect::Sqlite {
+        return Ok(None);
+    }
+    let file = cfg.data_dir().join("secret-key");
+    let key = match std::fs::read_to_string(&file) {
+        Ok(k) => k.trim_end().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = random_secret(32);
+            write_private(&file, &k)?;
+            k
+        }
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
+    };
+    Ok(Some(berth_core::sealed::Sealer::new(key.as_bytes())))
+}
+
+/// Starts event-based replication runs for pushes and deletes this process
+/// commits, until the process ends.
+pub fn spawn_replication_events(replicator: Arc<berth_core::replication::Replicator>) -> tokio::task::JoinHandle<()> {
+    let mut rx = replicator.registry().subscribe();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if let Err(err) = replicator.on_event(&e).await {
+                        tracing::warn!(error = %err, repository = %e.repository, "starting event-based replication failed");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "event-based replication fell behind; {n} events were not replicated"
+                    );
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
     })
 }
 

@@ -493,16 +493,20 @@ async fn serve(cfg: Loaded) -> anyhow::Result<()> {
     );
     // Background jobs (garbage collection started through the API): every
     // replica polls, one claims each job.
-    std::sync::Arc::new(berth_core::jobs::Runner::new(
-        app.registry.clone(),
-        berth_core::GcOptions {
-            min_age: Duration::from_secs(3600),
-            untagged: false,
-            dry_run: false,
-            upload_max_age: Duration::from_secs(r.upload_expiry_secs),
-        },
-    ))
+    std::sync::Arc::new(
+        berth_core::jobs::Runner::new(
+            app.registry.clone(),
+            berth_core::GcOptions {
+                min_age: Duration::from_secs(3600),
+                untagged: false,
+                dry_run: false,
+                upload_max_age: Duration::from_secs(r.upload_expiry_secs),
+            },
+        )
+        .with_replication(app.replicator.clone()),
+    )
     .spawn(Duration::from_secs(2));
+    berth::spawn_replication_events(app.replicator.clone());
     let grace = Duration::from_secs(cfg.config.server.shutdown_grace_secs);
     let tls = &cfg.config.tls;
     if tls.cert_file.is_empty() {

@@ -10,8 +10,8 @@ use berth_oci::RepoName;
 
 pub use policy::{project_perms, Perm, Perms, RobotAccess, RobotPermission, Role, Subject};
 pub use secret::{
-    constant_time_eq, hash_password, hash_secret, password_policy, random_password, random_secret, verify_password,
-    verify_password_bounded,
+    constant_time_eq, hash_password, hash_secret, password_policy, random_bytes, random_password, random_secret,
+    verify_password, verify_password_bounded,
 };
 pub use service::{parse_scope, rfc3339, AuthService, AuthSettings, NewSession, TokenReply};
 pub use token::{ClaimAccess, Claims, TokenError, TokenSigner};

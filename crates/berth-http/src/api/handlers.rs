@@ -20,11 +20,11 @@ use crate::AppState;
 
 type Q = Query<HashMap<String, String>>;
 
-fn time(ms: i64) -> String {
+pub(super) fn time(ms: i64) -> String {
     rfc3339(ms / 1000)
 }
 
-fn ok_json(v: Value) -> Response {
+pub(super) fn ok_json(v: Value) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -33,15 +33,15 @@ fn ok_json(v: Value) -> Response {
         .into_response()
 }
 
-fn created(location: String) -> Response {
+pub(super) fn created(location: String) -> Response {
     (StatusCode::CREATED, [(header::LOCATION, location)]).into_response()
 }
 
-fn ok() -> Response {
+pub(super) fn ok() -> Response {
     StatusCode::OK.into_response()
 }
 
-async fn audit(st: &AppState, who: &Subject, op: &str, kind: &str, resource: &str) {
+pub(super) async fn audit(st: &AppState, who: &Subject, op: &str, kind: &str, resource: &str) {
     if let Some(a) = &st.accounts {
         a.audit(who.name(), op, kind, resource, true).await;
     }
@@ -128,7 +128,7 @@ pub async fn current_user(State(st): State<AppState>, Caller(who): Caller) -> Ap
     }
 }
 
-fn require_admin(who: &Subject) -> ApiResult<()> {
+pub(super) fn require_admin(who: &Subject) -> ApiResult<()> {
     if who.is_sysadmin() {
         Ok(())
     } else {
@@ -137,7 +137,7 @@ fn require_admin(who: &Subject) -> ApiResult<()> {
 }
 
 /// Harbor's `q` filter: `key=value,key2=~fuzzy`. Returns the plain value of `key`.
-fn q_value<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+pub(super) fn q_value<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     let raw = q.get("q")?;
     raw.split(',').find_map(|part| {
         let (k, v) = part.split_once('=')?;

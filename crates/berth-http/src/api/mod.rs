@@ -4,6 +4,7 @@
 //! document and the authorization-table test all read that list.
 
 mod handlers;
+mod replication;
 mod session;
 
 use std::collections::HashMap;
@@ -73,6 +74,7 @@ pub struct RouteInfo {
 /// Every API route: method, path, what it does, who may call it.
 pub fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
     use handlers as h;
+    use replication as rp;
     use Need::*;
     let r = |method: Method, path: &'static str, summary: &'static str, need: Need, mr: MethodRouter<AppState>| {
         (
@@ -578,6 +580,139 @@ pub fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             "A run's log",
             PolicyProject(Perm::ReadProject),
             get(h::get_retention_task_log),
+        ),
+        r(
+            Method::GET,
+            "/registries",
+            "Remote registries",
+            Sysadmin,
+            get(rp::list_registries),
+        ),
+        r(
+            Method::POST,
+            "/registries",
+            "Add a remote registry (its password is stored sealed)",
+            Sysadmin,
+            post(rp::create_registry),
+        ),
+        r(
+            Method::POST,
+            "/registries/ping",
+            "Check that a registry answers with its credentials",
+            Sysadmin,
+            post(rp::ping_registry),
+        ),
+        r(
+            Method::GET,
+            "/registries/{registry_id}",
+            "A remote registry and its health",
+            Sysadmin,
+            get(rp::get_registry),
+        ),
+        r(
+            Method::PUT,
+            "/registries/{registry_id}",
+            "Change a remote registry",
+            Sysadmin,
+            put(rp::update_registry),
+        ),
+        r(
+            Method::DELETE,
+            "/registries/{registry_id}",
+            "Remove a remote registry no policy uses",
+            Sysadmin,
+            delete(rp::delete_registry),
+        ),
+        r(
+            Method::GET,
+            "/replication/adapters",
+            "Registry types replication supports",
+            Sysadmin,
+            get(rp::registry_adapters),
+        ),
+        r(
+            Method::GET,
+            "/replication/policies",
+            "Replication policies",
+            Sysadmin,
+            get(rp::list_policies),
+        ),
+        r(
+            Method::POST,
+            "/replication/policies",
+            "Create a replication policy",
+            Sysadmin,
+            post(rp::create_policy),
+        ),
+        r(
+            Method::GET,
+            "/replication/policies/{policy_id}",
+            "A replication policy",
+            Sysadmin,
+            get(rp::get_policy),
+        ),
+        r(
+            Method::PUT,
+            "/replication/policies/{policy_id}",
+            "Change a replication policy",
+            Sysadmin,
+            put(rp::update_policy),
+        ),
+        r(
+            Method::DELETE,
+            "/replication/policies/{policy_id}",
+            "Delete a replication policy",
+            Sysadmin,
+            delete(rp::delete_policy),
+        ),
+        r(
+            Method::POST,
+            "/replication/executions",
+            "Run a replication policy now",
+            Sysadmin,
+            post(rp::start_execution),
+        ),
+        r(
+            Method::GET,
+            "/replication/executions",
+            "Replication runs, newest first",
+            Sysadmin,
+            get(rp::list_executions),
+        ),
+        r(
+            Method::GET,
+            "/replication/executions/{execution_id}",
+            "A replication run and its counts",
+            Sysadmin,
+            get(rp::get_execution),
+        ),
+        r(
+            Method::PUT,
+            "/replication/executions/{execution_id}",
+            "Stop a replication run",
+            Sysadmin,
+            put(rp::stop_execution),
+        ),
+        r(
+            Method::GET,
+            "/replication/executions/{execution_id}/log",
+            "A replication run's log",
+            Sysadmin,
+            get(rp::execution_log),
+        ),
+        r(
+            Method::GET,
+            "/replication/executions/{execution_id}/tasks",
+            "What a run did, artifact by artifact",
+            Sysadmin,
+            get(rp::list_tasks),
+        ),
+        r(
+            Method::GET,
+            "/replication/executions/{execution_id}/tasks/{task_id}/log",
+            "One task's log",
+            Sysadmin,
+            get(rp::task_log),
         ),
         r(
             Method::GET,

@@ -39,6 +39,7 @@ impl TestRegistry {
             audit_pulls: true,
             https: false,
             vanity: None,
+            replicator: None,
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,798 @@
+//! Replication between two berth servers on loopback, as an operator sets
+//! it up through Harbor's API: push-based and pull-based runs of multi-layer
+//! images, an index and a signature referrer, digests compared byte for
+//! byte; a run taken over after the replica running it was killed; a remote
+//! that answers 429 and 503 now and then; event-based and scheduled
+//! triggers; and a copy into distribution, the reference registry.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SIG_TYPE: &str = "application/vnd.example.signature.v1+json";
+
+fn digest_of(b: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(b))
+}
+
+/// Deterministic bytes, different for every seed.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The admin's view of one server: its registry API and Harbor's API.
+struct Admin {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    fn new(base: &str) -> Admin {
+        Admin {
+            base: base.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String, Option<String>) {
+        let mut r = self
+            .http
+            .request(method, format!("{}/api/v2.0{path}", self.base))
+            .basic_auth("admin", Some(ADMIN_PASSWORD));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let loc = resp.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+        (status, resp.text().await.unwrap(), loc)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (s, body, _) = self.api(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Creates something and returns the id its Location names.
+    async fn create(&self, path: &str, body: Value) -> i64 {
+        let (s, text, loc) = self.api(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(s, 201, "POST {path}: {text}");
+        loc.unwrap().rsplit('/').next().unwrap().parse().unwrap()
+    }
+
+    async fn registry_to(&self, name: &str, kind: &str, url: &str) -> i64 {
+        self.create(
+            "/registries",
+            json!({"name": name, "type": kind, "url": url,
+                   "credential": {"access_key": "admin", "access_secret": ADMIN_PASSWORD}}),
+        )
+        .await
+    }
+
+    /// Starts a run of `policy` and waits for it to end; returns the execution.
+    async fn run(&self, policy: i64) -> Value {
+        let id = self
+            .create("/replication/executions", json!({"policy_id": policy}))
+            .await;
+        self.wait(id, Duration::from_secs(90)).await
+    }
+
+    async fn wait(&self, execution: i64, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let e = self.get(&format!("/replication/executions/{execution}")).await;
+            if e["status"] != "InProgress" {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "execution {execution} did not end: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn tasks(&self, execution: i64) -> Vec<Value> {
+        self.get(&format!("/replication/executions/{execution}/tasks?page_size=100"))
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn log(&self, execution: i64) -> String {
+        self.api(
+            reqwest::Method::GET,
+            &format!("/replication/executions/{execution}/log"),
+            None,
+        )
+        .await
+        .1
+    }
+
+    /// A registry client with a token for `repos`.
+    async fn registry_client(&self, repos: &[&str]) -> reqwest::Client {
+        let scopes: Vec<String> = repos
+            .iter()
+            .map(|r| format!("repository:{r}:pull,push,delete"))
+            .collect();
+        let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        client_with_token(&admin_token(&self.base, &scopes).await)
+    }
+}
+
+async fn push_blob(c: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> (String, usize) {
+    let d = digest_of(data);
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "blob push to {repo}: {}", r.text().await.unwrap());
+    (d, data.len())
+}
+
+async fn put_manifest(c: &reqwest::Client, base: &str, repo: &str, reference: &str, mt: &str, body: &[u8]) -> String {
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", mt)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "manifest {repo}:{reference}: {}",
+        r.text().await.unwrap()
+    );
+    digest_of(body)
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An image of `layers` layers of `size` bytes each (seeded): its manifest bytes.
+async fn push_image(
+    c: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+    layers: usize,
+    size: usize,
+) -> Vec<u8> {
+    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "seed": seed})).unwrap();
+    let (cd, cs) = push_blob(c, base, repo, &config).await;
+    let mut descs = Vec::new();
+    for i in 0..layers {
+        // Layer 0 is shared between every image of the same size: a mount or a skip.
+        let data = bytes(if i == 0 { 1 } else { seed * 100 + i as u64 }, size + i);
+        let (d, s) = push_blob(c, base, repo, &data).await;
+        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}));
+    }
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": descs,
+    }))
+    .unwrap();
+    put_manifest(c, base, repo, tag, OCI_MANIFEST, &m).await;
+    m
+}
+
+/// A signature of `subject`: an artifact manifest with a subject.
+async fn push_signature(c: &reqwest::Client, base: &str, repo: &str, subject: &[u8]) -> String {
+    let (ed, es) = push_blob(c, base, repo, b"{}").await;
+    let (ld, ls) = push_blob(c, base, repo, b"signed, sealed, delivered").await;
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SIG_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": ed, "size": es},
+        "layers": [{"mediaType": "application/octet-stream", "digest": ld, "size": ls}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": digest_of(subject), "size": subject.len()},
+    }))
+    .unwrap();
+    let d = digest_of(&m);
+    put_manifest(c, base, repo, &d, OCI_MANIFEST, &m).await
+}
+
+/// Checks that `repo:tag` at `base` holds exactly `manifest`, and that
+/// every blob it names pulls with its digest.
+async fn assert_same_image(c: &reqwest::Client, base: &str, repo: &str, tag: &str, manifest: &[u8]) {
+    let r = c
+        .get(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{repo}:{tag} at {base}");
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest_of(manifest)
+    );
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        manifest,
+        "{repo}:{tag}: bytes differ"
+    );
+    let m: Value = serde_json::from_slice(manifest).unwrap();
+    let descs = m["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&m["config"]))
+        .filter(|d| d.is_object());
+    for d in descs {
+        let digest = d["digest"].as_str().unwrap();
+        let got = c.get(format!("{base}/v2/{repo}/blobs/{digest}")).send().await.unwrap();
+        assert_eq!(got.status(), 200, "{digest} of {repo}:{tag}");
+        assert_eq!(digest_of(&got.bytes().await.unwrap()), digest);
+    }
+}
+
+async fn referrers(c: &reqwest::Client, base: &str, repo: &str, subject: &str) -> Vec<String> {
+    let v: Value = c
+        .get(format!("{base}/v2/{repo}/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_replication_between_two_berths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Berth::start(&tmp.path().join("a"));
+    let b = Berth::start(&tmp.path().join("b"));
+    let (aa, ba) = (Admin::new(&a.url()), Admin::new(&b.url()));
+
+    // At A: two images, an index over both, a signature of v1, and a tag the policy leaves out.
+    let ca = aa.registry_client(&["library/app"]).await;
+    let base_a = a.url();
+    let v1 = push_image(&ca, &base_a, "library/app", "v1", 1, 3, 30_000).await;
+    let v2 = push_image(&ca, &base_a, "library/app", "v2", 2, 2, 30_000).await;
+    push_image(&ca, &base_a, "library/app", "v3-rc1", 3, 1, 1000).await;
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": digest_of(&v1), "size": v1.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": digest_of(&v2), "size": v2.len(), "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    put_manifest(&ca, &base_a, "library/app", "multi", OCI_INDEX, &index).await;
+    let sig = push_signature(&ca, &base_a, "library/app", &v1).await;
+
+    // Bad endpoints are refused with the reason; nothing is stored.
+    let (s, t, _) = aa
+        .api(
+            reqwest::Method::POST,
+            "/registries",
+            Some(json!({"name": "x", "type": "quay", "url": b.url()})),
+        )
+        .await;
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("harbor, docker-registry"), "{t}");
+    let (s, t, _) = aa
+        .api(
+            reqwest::Method::POST,
+            "/registries",
+            Some(json!({"name": "x", "type": "harbor", "url": "ftp://h"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{t}");
+    let (s, t, _) = aa
+        .api(
+            reqwest::Method::POST,
+            "/registries/ping",
+            Some(json!({"type": "harbor", "url": b.url(), "credential": {"access_key": "admin", "access_secret": "wrong"}})),
+        )
+        .await;
+    assert_eq!(s, 400, "wrong credentials fail the ping: {t}");
+    assert!(aa.get("/registries").await.as_array().unwrap().is_empty());
+
+    let to_b = aa.registry_to("b", "harbor", &b.url()).await;
+    let (s, t, _) = aa
+        .api(reqwest::Method::POST, "/registries/ping", Some(json!({"id": to_b})))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let reg = aa.get(&format!("/registries/{to_b}")).await;
+    assert_eq!(reg["status"], "healthy", "{reg}");
+    assert_eq!(reg["credential"]["access_secret"], "*****");
+    let (s, _, _) = aa
+        .api(
+            reqwest::Method::POST,
+            "/registries",
+            Some(json!({"name": "b", "type": "harbor", "url": b.url()})),
+        )
+        .await;
+    assert_eq!(s, 409, "a second registry named b");
+    // The password is in A's database only sealed.
+    let db = std::fs::read(tmp.path().join("a").join("berth.db")).unwrap();
+    assert!(
+        !db.windows(ADMIN_PASSWORD.len()).any(|w| w == ADMIN_PASSWORD.as_bytes()),
+        "the remote's password is stored in the clear"
+    );
+
+    // A policy needs exactly one remote end.
+    let (s, t, _) = aa
+        .api(
+            reqwest::Method::POST,
+            "/replication/policies",
+            Some(json!({"name": "nowhere", "trigger": {"type": "manual"}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{t}");
+    let (s, t, _) = aa
+        .api(
+            reqwest::Method::POST,
+            "/replication/policies",
+            Some(json!({"name": "bad", "dest_registry": {"id": to_b}, "filters": [{"type": "label", "value": "x"}]})),
+        )
+        .await;
+    assert_eq!(s, 400, "{t}");
+
+    // Push-based, into another namespace, release tags only.
+    let push = aa
+        .create(
+            "/replication/policies",
+            json!({
+                "name": "to-b", "dest_registry": {"id": to_b},
+                "dest_namespace": "mirror", "dest_namespace_replace_count": 0,
+                "filters": [{"type": "name", "value": "library/**"},
+                            {"type": "tag", "value": "*-rc*", "decoration": "excludes"}],
+                "trigger": {"type": "manual"},
+                "retry": {"attempts": 3, "backoff_ms": 100},
+            }),
+        )
+        .await;
+    let (s, _, _) = aa
+        .api(reqwest::Method::DELETE, &format!("/registries/{to_b}"), None)
+        .await;
+    assert_eq!(s, 409, "a registry a policy uses is not deleted");
+    let e = aa.run(push).await;
+    assert_eq!(
+        e["status"],
+        "Succeed",
+        "{e}\n{}",
+        aa.log(e["id"].as_i64().unwrap()).await
+    );
+    assert_eq!(e["total"], 3, "{e}");
+    assert_eq!(e["succeed"], 3, "{e}");
+    assert_eq!(e["trigger"], "manual");
+    let tasks = aa.tasks(e["id"].as_i64().unwrap()).await;
+    let mut srcs: Vec<&str> = tasks.iter().map(|t| t["src_resource"].as_str().unwrap()).collect();
+    srcs.sort();
+    assert_eq!(srcs, ["library/app:multi", "library/app:v1", "library/app:v2"]);
+    assert!(tasks
+        .iter()
+        .any(|t| t["dst_resource"] == "mirror/library/app:v1" && t["digest"] == digest_of(&v1)));
+    let cb = ba.registry_client(&["mirror/library/app"]).await;
+    for (tag, m) in [("v1", &v1), ("v2", &v2), ("multi", &index)] {
+        assert_same_image(&cb, &b.url(), "mirror/library/app", tag, m).await;
+    }
+    assert_eq!(
+        referrers(&cb, &b.url(), "mirror/library/app", &digest_of(&v1)).await,
+        vec![sig.clone()]
+    );
+    let r = cb
+        .get(format!("{}/v2/mirror/library/app/manifests/v3-rc1", b.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the tag filter left v3-rc1 out");
+    // The harbor-type endpoint made the project at B.
+    let (s, _, _) = ba.api(reqwest::Method::GET, "/projects/mirror", None).await;
+    assert_eq!(s, 200);
+
+    // Again: nothing to move.
+    let again = aa.run(push).await;
+    assert_eq!(again["status"], "Succeed");
+    assert_eq!(again["skipped"], 3, "{again}");
+    assert_eq!(again["bytes"], 0, "{again}");
+
+    // Pull-based, at B, from A, flattened into `pulled`.
+    let from_a = ba.registry_to("a", "harbor", &a.url()).await;
+    let pull = ba
+        .create(
+            "/replication/policies",
+            json!({"name": "from-a", "src_registry": {"id": from_a}, "dest_namespace": "pulled",
+                   "filters": [{"type": "name", "value": "library/app"}, {"type": "tag", "value": "v1"}],
+                   "trigger": {"type": "manual"}}),
+        )
+        .await;
+    let e = ba.run(pull).await;
+    assert_eq!(
+        e["status"],
+        "Succeed",
+        "{e}\n{}",
+        ba.log(e["id"].as_i64().unwrap()).await
+    );
+    assert_eq!(e["total"], 1);
+    let cp = ba.registry_client(&["pulled/app"]).await;
+    assert_same_image(&cp, &b.url(), "pulled/app", "v1", &v1).await;
+    assert_eq!(
+        referrers(&cp, &b.url(), "pulled/app", &digest_of(&v1)).await,
+        vec![sig.clone()]
+    );
+    let p = ba.get(&format!("/replication/policies/{pull}")).await;
+    assert_eq!(p["src_registry"]["name"], "a", "{p}");
+    assert_eq!(p["dest_registry"]["id"], 0, "{p}");
+
+    // Event-based: a push at A reaches B by itself; so does a delete, with deletion on.
+    let evt = aa
+        .create(
+            "/replication/policies",
+            json!({"name": "on-push", "dest_registry": {"id": to_b}, "deletion": true,
+                   "filters": [{"type": "name", "value": "library/evt"}],
+                   "trigger": {"type": "event_based"}}),
+        )
+        .await;
+    let ce = aa.registry_client(&["library/evt"]).await;
+    let m = push_image(&ce, &base_a, "library/evt", "latest", 9, 2, 5000).await;
+    let cbe = ba.registry_client(&["library/evt"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = cbe
+            .head(format!("{}/v2/library/evt/manifests/latest", b.url()))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the push at A did not reach B");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_same_image(&cbe, &b.url(), "library/evt", "latest", &m).await;
+    let runs = aa.get(&format!("/replication/executions?policy_id={evt}")).await;
+    assert_eq!(runs[0]["trigger"], "event_based", "{runs}");
+    let r = ce
+        .delete(format!("{base_a}/v2/library/evt/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = cbe
+            .head(format!("{}/v2/library/evt/manifests/latest", b.url()))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delete at A did not reach B");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Scheduled: every three seconds, until it is switched off.
+    let sched = ba
+        .create(
+            "/replication/policies",
+            json!({"name": "every-3s", "src_registry": {"id": from_a}, "dest_namespace": "timed",
+                   "filters": [{"type": "name", "value": "library/app"}, {"type": "tag", "value": "v2"}],
+                   "trigger": {"type": "scheduled", "trigger_settings": {"cron": "*/3 * * * * *"}}}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = ba.get(&format!("/replication/executions?policy_id={sched}")).await;
+        if runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "scheduled" && r["status"] == "Succeed")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scheduled run finished: {runs}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ct = ba.registry_client(&["timed/app"]).await;
+    assert_same_image(&ct, &b.url(), "timed/app", "v2", &v2).await;
+    let (s, t, _) = ba
+        .api(
+            reqwest::Method::PUT,
+            &format!("/replication/policies/{sched}"),
+            Some(
+                json!({"name": "every-3s", "src_registry": {"id": from_a}, "enabled": false,
+                        "trigger": {"type": "scheduled", "trigger_settings": {"cron": "*/3 * * * * *"}}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = ba.get(&format!("/replication/executions?policy_id={sched}")).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = ba.get(&format!("/replication/executions?policy_id={sched}")).await;
+    assert_eq!(before, after, "a disabled schedule started runs");
+}
+
+/// A remote that refuses every other request for a while: 429 with
+/// `Retry-After`, or 503. The run retries those steps and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_rides_out_429_and_503() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Berth::start(&tmp.path().join("a"));
+    let b = Berth::start(&tmp.path().join("b"));
+    let (aa, ba) = (Admin::new(&a.url()), Admin::new(&b.url()));
+    let ca = aa.registry_client(&["library/flaky"]).await;
+    let mut images = Vec::new();
+    for (i, tag) in ["one", "two", "three"].into_iter().enumerate() {
+        images.push((
+            tag,
+            push_image(&ca, &a.url(), "library/flaky", tag, 20 + i as u64, 3, 20_000).await,
+        ));
+    }
+    let proxy = FaultyProxy::start(b.url(), 12).await;
+    let to_b = aa.registry_to("flaky-b", "harbor", &proxy.url).await;
+    let policy = aa
+        .create(
+            "/replication/policies",
+            json!({"name": "through-faults", "dest_registry": {"id": to_b},
+                   "filters": [{"type": "name", "value": "library/flaky"}],
+                   "retry": {"attempts": 8, "backoff_ms": 50, "max_backoff_ms": 1500}}),
+        )
+        .await;
+    let e = aa.run(policy).await;
+    let id = e["id"].as_i64().unwrap();
+    let mut logs = aa.log(id).await;
+    for t in aa.tasks(id).await {
+        logs.push_str(
+            &aa.api(
+                reqwest::Method::GET,
+                &format!("/replication/executions/{id}/tasks/{}/log", t["id"]),
+                None,
+            )
+            .await
+            .1,
+        );
+    }
+    assert_eq!(e["status"], "Succeed", "{e}\n{logs}");
+    assert_eq!(e["succeed"], 3, "{e}");
+    let (n429, n503) = (
+        proxy.too_many.load(Ordering::Relaxed),
+        proxy.unavailable.load(Ordering::Relaxed),
+    );
+    assert!(n429 >= 3 && n503 >= 3, "the proxy injected {n429} 429s and {n503} 503s");
+    assert!(logs.contains("429"), "retries of 429 are logged:\n{logs}");
+    assert!(logs.contains("503"), "retries of 503 are logged:\n{logs}");
+    let cb = ba.registry_client(&["library/flaky"]).await;
+    for (tag, m) in &images {
+        assert_same_image(&cb, &b.url(), "library/flaky", tag, m).await;
+    }
+}
+
+/// Forwards to `upstream`, but answers the first `faults` requests of every
+/// second one with 429 (Retry-After: 1) or 503, alternately.
+struct FaultyProxy {
+    url: String,
+    too_many: Arc<AtomicU64>,
+    unavailable: Arc<AtomicU64>,
+}
+
+impl FaultyProxy {
+    async fn start(upstream: String, faults: u64) -> FaultyProxy {
+        use axum::response::IntoResponse;
+        let too_many = Arc::new(AtomicU64::new(0));
+        let unavailable = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
+        let client = reqwest::Client::new();
+        let (tm, un) = (too_many.clone(), unavailable.clone());
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (client, upstream, seen, tm, un) =
+                (client.clone(), upstream.clone(), seen.clone(), tm.clone(), un.clone());
+            async move {
+                let n = seen.fetch_add(1, Ordering::Relaxed);
+                if n < faults * 2 && n % 4 == 1 {
+                    tm.fetch_add(1, Ordering::Relaxed);
+                    return (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "1")],
+                        "slow down",
+                    )
+                        .into_response();
+                }
+                if n < faults * 2 && n % 4 == 3 {
+                    un.fetch_add(1, Ordering::Relaxed);
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down for a moment").into_response();
+                }
+                let (parts, body) = req.into_parts();
+                let url = format!("{upstream}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+                let mut out = client.request(parts.method, url);
+                for (k, v) in &parts.headers {
+                    if k != "host" {
+                        out = out.header(k, v);
+                    }
+                }
+                let stream = futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
+                let resp = match out.body(reqwest::Body::wrap_stream(stream)).send().await {
+                    Ok(r) => r,
+                    Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+                };
+                let mut back = axum::http::Response::builder().status(resp.status().as_u16());
+                for (k, v) in resp.headers() {
+                    back = back.header(k, v);
+                }
+                back.body(axum::body::Body::from_stream(resp.bytes_stream())).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FaultyProxy {
+            url,
+            too_many,
+            unavailable,
+        }
+    }
+}
+
+/// The replica running a slow run is killed mid-way; restarted, its job is
+/// taken over when the lease runs out, skips what was done and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Berth::start(&tmp.path().join("a"));
+    let b = Berth::start(&tmp.path().join("b"));
+    let (aa, ba) = (Admin::new(&a.url()), Admin::new(&b.url()));
+    let ca = aa.registry_client(&["library/big"]).await;
+    let mut images = Vec::new();
+    for i in 0..6u64 {
+        let tag = format!("t{i}");
+        images.push((
+            tag.clone(),
+            push_image(&ca, &a.url(), "library/big", &tag, 40 + i, 2, 400_000).await,
+        ));
+    }
+    let to_b = aa.registry_to("b", "harbor", &b.url()).await;
+    // 800 KB a tag at 1 MB/s: a few seconds in all.
+    let policy = aa
+        .create(
+            "/replication/policies",
+            json!({"name": "slow", "dest_registry": {"id": to_b}, "speed": 1000,
+                   "filters": [{"type": "name", "value": "library/big"}]}),
+        )
+        .await;
+    let id = aa.create("/replication/executions", json!({"policy_id": policy})).await;
+    // Wait for some, not all, to be done; then kill A.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done_before: Vec<Value> = loop {
+        let done: Vec<Value> = aa
+            .tasks(id)
+            .await
+            .into_iter()
+            .filter(|t| t["status"] == "Succeed")
+            .collect();
+        if !done.is_empty() {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "no task finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    a.kill();
+    assert!(done_before.len() < images.len(), "the run ended before the kill");
+    let a = Berth::start(&tmp.path().join("a"));
+    let aa = Admin::new(&a.url());
+    let e = aa.wait(id, Duration::from_secs(120)).await;
+    assert_eq!(e["status"], "Succeed", "{e}\n{}", aa.log(id).await);
+    assert_eq!(e["attempts"], 2, "taken over once: {e}");
+    assert!(aa.log(id).await.contains("resuming"), "{}", aa.log(id).await);
+    let tasks = aa.tasks(id).await;
+    assert_eq!(tasks.len(), images.len());
+    for t in &done_before {
+        let now = tasks.iter().find(|x| x["id"] == t["id"]).unwrap();
+        assert_eq!(
+            now["attempts"], 1,
+            "{} was done again after the takeover",
+            t["src_resource"]
+        );
+    }
+    let cb = ba.registry_client(&["library/big"]).await;
+    for (tag, m) in &images {
+        assert_same_image(&cb, &b.url(), "library/big", tag, m).await;
+    }
+
+    // A run that is stopped ends as Stopped and starts nothing more.
+    let e2 = aa
+        .create(
+            "/replication/policies",
+            json!({"name": "stopped", "dest_registry": {"id": to_b}, "speed": 50, "dest_namespace": "stopped",
+                   "filters": [{"type": "name", "value": "library/big"}]}),
+        )
+        .await;
+    let run = aa.create("/replication/executions", json!({"policy_id": e2})).await;
+    let (s, t, _) = aa
+        .api(reqwest::Method::PUT, &format!("/replication/executions/{run}"), None)
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let e = aa.wait(run, Duration::from_secs(30)).await;
+    assert_eq!(e["status"], "Stopped", "{e}");
+    let (s, _, _) = aa
+        .api(reqwest::Method::PUT, &format!("/replication/executions/{run}"), None)
+        .await;
+    assert_eq!(s, 412, "an ended run cannot be stopped again");
+}
+
+/// Push-based replication into distribution, the reference registry, as a
+/// `docker-registry` endpoint without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_into_distribution() {
+    if !have("docker-registry", "--version") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Berth::start(&tmp.path().join("a"));
+    let aa = Admin::new(&a.url());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+            tmp.path().join("dist").display()
+        ),
+    )
+    .unwrap();
+    let mut dist = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "distribution did not start");
+    let ca = aa.registry_client(&["library/dist"]).await;
+    let m = push_image(&ca, &a.url(), "library/dist", "v1", 70, 3, 10_000).await;
+    let reg = aa
+        .create(
+            "/registries",
+            json!({"name": "dist", "type": "docker-registry", "url": url}),
+        )
+        .await;
+    let policy = aa
+        .create(
+            "/replication/policies",
+            json!({"name": "to-dist", "dest_registry": {"id": reg}, "filters": [{"type": "name", "value": "library/dist"}]}),
+        )
+        .await;
+    let e = aa.run(policy).await;
+    let log = aa.log(e["id"].as_i64().unwrap()).await;
+    assert_eq!(e["status"], "Succeed", "{e}\n{log}");
+    assert_eq!(e["succeed"], 1, "{e}");
+    assert_same_image(&reqwest::Client::new(), &url, "library/dist", "v1", &m).await;
+    let _ = dist.kill();
+    let _ = dist.wait();
+}
