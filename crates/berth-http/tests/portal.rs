@@ -53,7 +53,8 @@ async fn sign_in(base: &str, user: &str, password: &str) -> Result<String, Statu
     Ok(set_cookie(&r, "sid").expect("a session cookie"))
 }
 
-/// The HTML of `page` for the session `sid`.
+/// The HTML of `page` for the session `sid`, with the escaped slashes of
+/// the templates (`&#x2f;`) read back as the browser shows them.
 async fn load(f: &Fixture, sid: &str, page: &str) -> String {
     no_redirects()
         .get(format!("{}{page}", f.base))
@@ -64,6 +65,7 @@ async fn load(f: &Fixture, sid: &str, page: &str) -> String {
         .text()
         .await
         .unwrap()
+        .replace("&#x2f;", "/")
 }
 
 /// Signs in as `p` and loads `page`: the session cookie and the HTML.
@@ -106,6 +108,11 @@ async fn pages_follow_the_api() {
             "/api/v2.0/projects/secret/immutabletagrules",
         ),
         ("/admin/jobs", "/api/v2.0/system/gc"),
+        ("/admin/replication", "/api/v2.0/registries"),
+        (
+            "/admin/replication/executions/999",
+            "/api/v2.0/replication/executions/999",
+        ),
     ];
     for p in ALL {
         let Some((user, password)) = f.creds.get(&p).cloned() else {
@@ -371,4 +378,110 @@ async fn an_admin_manages_rules_and_jobs_from_the_portal() {
         page.contains("<td>admin</td>") || page.contains(&format!("<td>{user}</td>")),
         "{page}"
     );
+}
+
+#[tokio::test]
+async fn an_admin_follows_replication_in_the_portal() {
+    let f = Fixture::new().await;
+    let c = no_redirects();
+    let (user, password) = f.creds[&P::Sysadmin].clone();
+    let sid = sign_in(&f.base, &user, &password).await.unwrap();
+    let post = |path: &str, form: Vec<(&'static str, String)>| {
+        let req = c.post(format!("{}{path}", f.base)).header("cookie", &sid).form(&form);
+        async move { req.send().await.unwrap() }
+    };
+    // The fixture's registry and policy are listed; the password is not.
+    let page = load(&f, &sid, "/admin/replication").await;
+    assert!(page.contains("<code>http://127.0.0.1:9</code>"), "{page}");
+    assert!(page.contains("<code>library/**</code>"), "{page}");
+    assert!(!page.contains("Remote-Passw0rd"), "{page}");
+    let csrf = csrf_in(&page);
+
+    // Add a registry, check it (nothing answers there: the reason is shown), remove it.
+    let r = post(
+        "/admin/replication/registries",
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "dist".into()),
+            ("type", "docker-registry".into()),
+            ("url", "http://127.0.0.1:9/".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = load(&f, &sid, "/admin/replication").await;
+    assert!(page.contains("<td>dist</td><td>docker-registry</td>"), "{page}");
+    let regs: serde_json::Value = f
+        .client
+        .get(format!("{}/api/v2.0/registries", f.base))
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = regs.as_array().unwrap().iter().find(|r| r["name"] == "dist").unwrap()["id"].clone();
+    let r = post(
+        &format!("/admin/replication/registries/{id}/ping"),
+        vec![("csrf", csrf.clone())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()["location"].to_str().unwrap().contains("msg="),
+        "the reason is shown"
+    );
+    // A form without the session's token is refused, and nothing is removed.
+    let r = post(
+        &format!("/admin/replication/registries/{id}/delete"),
+        vec![("csrf", "forged".into())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post(
+        &format!("/admin/replication/registries/{id}/delete"),
+        vec![("csrf", csrf.clone())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(!load(&f, &sid, "/admin/replication").await.contains("<td>dist</td>"));
+
+    // A policy from the form, then a run of it, followed on its page, and stopped.
+    let reg = f.ids["registry_id"].clone();
+    let r = post(
+        "/admin/replication/policies",
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "from-portal".into()),
+            ("direction", "pull".into()),
+            ("registry", reg),
+            ("name_filter", "team/**".into()),
+            ("tag_filter", "v*".into()),
+            ("trigger", "manual".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = load(&f, &sid, "/admin/replication").await;
+    assert!(
+        page.contains("<td>from-portal</td>") && page.contains("<code>team/**</code>"),
+        "{page}"
+    );
+    let pid = f.ids["policy_id"].clone();
+    let r = post(
+        &format!("/admin/replication/policies/{pid}/run"),
+        vec![("csrf", csrf.clone())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let run = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(run.starts_with("/admin/replication/executions/"), "{run}");
+    let page = load(&f, &sid, &run).await;
+    assert!(page.contains(": InProgress</h1>"), "{page}");
+    let r = post(&format!("{run}/stop"), vec![("csrf", csrf.clone())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = load(&f, &sid, &run).await;
+    assert!(page.contains(": Stopped</h1>"), "{page}");
+    assert!(load(&f, &sid, "/admin/replication").await.contains("<td>Stopped</td>"));
 }

@@ -68,6 +68,8 @@ fn environment() -> Environment<'static> {
         "password.html",
         "policies.html",
         "jobs.html",
+        "replication.html",
+        "execution.html",
     );
     env.add_filter("size", |n: i64| human_size(n));
     env.add_filter("short", |d: String| {
@@ -126,6 +128,15 @@ pub fn router(st: AppState) -> Router {
         .route("/admin/jobs", get(jobs))
         .route("/admin/jobs/gc", post(start_gc))
         .route("/admin/jobs/scrub", post(start_scrub))
+        .route("/admin/replication", get(replication))
+        .route("/admin/replication/registries", post(add_registry))
+        .route("/admin/replication/registries/{id}/ping", post(ping_registry))
+        .route("/admin/replication/registries/{id}/delete", post(delete_registry))
+        .route("/admin/replication/policies", post(add_policy))
+        .route("/admin/replication/policies/{id}/run", post(run_policy))
+        .route("/admin/replication/policies/{id}/delete", post(delete_policy))
+        .route("/admin/replication/executions/{id}", get(execution))
+        .route("/admin/replication/executions/{id}/stop", post(stop_execution))
         .route("/projects/{p}/policies", get(policies))
         .route("/projects/{p}/policies/immutable", post(add_immutable))
         .route("/projects/{p}/policies/immutable/{id}/delete", post(delete_immutable))
@@ -170,6 +181,8 @@ struct Reply {
     status: StatusCode,
     body: Value,
     headers: HeaderMap,
+    /// The body as text when it was not JSON.
+    text: Option<String>,
 }
 
 impl Reply {
@@ -261,10 +274,13 @@ impl Portal {
         let resp = self.api.clone().oneshot(req).await.expect("routers are infallible");
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let text = (body.is_null() && parts.status.is_success()).then(|| String::from_utf8_lossy(&bytes).into_owned());
         Reply {
             status: parts.status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            body,
             headers: parts.headers,
+            text,
         }
     }
 
@@ -290,6 +306,12 @@ impl Portal {
 
     async fn get(&self, v: &Visitor, path: &str) -> Reply {
         self.call(v, Method::GET, path, None, None).await
+    }
+
+    /// A plain-text answer of the API (a log), or nothing.
+    async fn call_text(&self, v: &Visitor, path: &str) -> String {
+        let r = self.call(v, Method::GET, path, None, None).await;
+        r.text.unwrap_or_default()
     }
 
     fn render(&self, v: Option<&Visitor>, name: &str, status: StatusCode, mut ctx: Value) -> Response {
@@ -448,6 +470,7 @@ async fn login(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> 
             status,
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             headers: HeaderMap::new(),
+            text: None,
         };
         let token = random_secret(18);
         let mut r = p.render(
@@ -1284,6 +1307,187 @@ async fn change_password(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fi
         &f,
         "/account/password",
         "Password changed.",
+    )
+    .await
+}
+
+// ---- replication ----
+
+async fn replication(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let registries = p.get(&v, "/registries?page_size=100").await;
+    if !registries.ok() {
+        return p.failed(&v, &registries);
+    }
+    let policies = p.get(&v, "/replication/policies?page_size=100").await;
+    let executions = p.get(&v, "/replication/executions?page_size=30").await;
+    let types = p.get(&v, "/replication/adapters").await;
+    let names: serde_json::Map<String, Value> = policies
+        .items()
+        .iter()
+        .map(|x| (x["id"].to_string(), x["name"].clone()))
+        .collect();
+    p.render(
+        Some(&v),
+        "replication.html",
+        StatusCode::OK,
+        json!({"registries": registries.items(), "policies": policies.items(), "executions": executions.items(),
+               "types": types.body, "names": names, "msg": flash(&q)}),
+    )
+}
+
+async fn add_registry(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let body = json!({
+        "name": field("name"), "type": field("type"), "url": field("url"),
+        "insecure": f.get("insecure").is_some_and(|x| x == "on"),
+        "credential": {"access_key": field("access_key"), "access_secret": field("access_secret")},
+    });
+    p.act(
+        &v,
+        Method::POST,
+        "/registries",
+        Some(body),
+        &f,
+        "/admin/replication",
+        "Registry added.",
+    )
+    .await
+}
+
+async fn ping_registry(State(p): State<Portal>, h: HeaderMap, Path(id): Path<i64>, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let r = p
+        .call(
+            &v,
+            Method::POST,
+            "/registries/ping",
+            Some(json!({"id": id})),
+            csrf_of(&f),
+        )
+        .await;
+    match r.status {
+        s if s.is_success() => see_other_with("/admin/replication", "The registry answers."),
+        StatusCode::BAD_REQUEST => see_other_with("/admin/replication", &r.message()),
+        _ => p.failed(&v, &r),
+    }
+}
+
+async fn delete_registry(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/registries/{id}"),
+        None,
+        &f,
+        "/admin/replication",
+        "Registry removed.",
+    )
+    .await
+}
+
+async fn add_policy(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let registry = json!({"id": field("registry").parse::<i64>().unwrap_or(0)});
+    let (src, dst) = if field("direction") == "pull" {
+        (registry, Value::Null)
+    } else {
+        (Value::Null, registry)
+    };
+    let body = json!({
+        "name": field("name"), "src_registry": src, "dest_registry": dst,
+        "dest_namespace": field("dest_namespace"),
+        "filters": [{"type": "name", "value": field("name_filter")}, {"type": "tag", "value": field("tag_filter")}],
+        "trigger": {"type": field("trigger"), "trigger_settings": {"cron": field("cron")}},
+        "deletion": f.get("deletion").is_some_and(|x| x == "on"),
+    });
+    p.act(
+        &v,
+        Method::POST,
+        "/replication/policies",
+        Some(body),
+        &f,
+        "/admin/replication",
+        "Policy added.",
+    )
+    .await
+}
+
+async fn run_policy(State(p): State<Portal>, h: HeaderMap, Path(id): Path<i64>, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let r = p
+        .call(
+            &v,
+            Method::POST,
+            "/replication/executions",
+            Some(json!({"policy_id": id})),
+            csrf_of(&f),
+        )
+        .await;
+    match r.headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
+        Some(loc) if r.ok() || r.status == StatusCode::CONFLICT => {
+            let run = loc.rsplit('/').next().unwrap_or_default();
+            see_other(&format!("/admin/replication/executions/{run}"))
+        }
+        _ => p.failed(&v, &r),
+    }
+}
+
+async fn delete_policy(State(p): State<Portal>, h: HeaderMap, Path(id): Path<i64>, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/replication/policies/{id}"),
+        None,
+        &f,
+        "/admin/replication",
+        "Policy deleted.",
+    )
+    .await
+}
+
+async fn execution(State(p): State<Portal>, h: HeaderMap, Path(id): Path<i64>, Query(q): Query<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let e = p.get(&v, &format!("/replication/executions/{id}")).await;
+    if !e.ok() {
+        return p.failed(&v, &e);
+    }
+    let tasks = p
+        .get(&v, &format!("/replication/executions/{id}/tasks?page_size=100"))
+        .await;
+    let policy = p
+        .get(&v, &format!("/replication/policies/{}", e.body["policy_id"]))
+        .await;
+    let log = p.call_text(&v, &format!("/replication/executions/{id}/log")).await;
+    p.render(
+        Some(&v),
+        "execution.html",
+        StatusCode::OK,
+        json!({"e": e.body, "tasks": tasks.items(), "log": log,
+               "policy_name": policy.body["name"].as_str().unwrap_or("(deleted)"), "msg": flash(&q)}),
+    )
+}
+
+async fn stop_execution(State(p): State<Portal>, h: HeaderMap, Path(id): Path<i64>, Form(f): Form<Fields>) -> Response {
+    let v = visitor!(p, h);
+    let to = format!("/admin/replication/executions/{id}");
+    p.act(
+        &v,
+        Method::PUT,
+        &format!("/replication/executions/{id}"),
+        None,
+        &f,
+        &to,
+        "Stopping.",
     )
     .await
 }
