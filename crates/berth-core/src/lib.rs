@@ -11,6 +11,7 @@ mod error;
 mod gc;
 pub mod jobs;
 pub mod policy;
+pub mod proxy;
 mod registry;
 pub mod remote;
 pub mod replication;

@@ -1058,7 +1058,7 @@ fn range_error(current: u64, message: String) -> Error {
 
 /// Whether a stored manifest of `media_type` may be served to a client that
 /// accepts `accept`. A client that names no manifest type takes anything.
-fn acceptable(media_type: &str, accept: &[String]) -> bool {
+pub(crate) fn acceptable(media_type: &str, accept: &[String]) -> bool {
     let names_a_manifest_type = accept.iter().any(|a| media_types::is_supported(a));
     !names_a_manifest_type || accept.iter().any(|a| a == media_type || a == "*/*")
 }

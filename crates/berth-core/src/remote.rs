@@ -33,6 +33,8 @@ pub struct TransferError {
     pub transient: bool,
     /// What the remote asked for in `Retry-After`.
     pub retry_after: Option<Duration>,
+    /// The remote answered 404.
+    pub not_found: bool,
 }
 
 impl TransferError {
@@ -41,6 +43,7 @@ impl TransferError {
             message: message.into(),
             transient: false,
             retry_after: None,
+            not_found: false,
         }
     }
 
@@ -49,6 +52,7 @@ impl TransferError {
             message: message.into(),
             transient: true,
             retry_after: None,
+            not_found: false,
         }
     }
 }
@@ -200,6 +204,7 @@ async fn failure(what: &str, r: reqwest::Response) -> TransferError {
         message: format!("{what}: the remote answered {status}{}", detail(&text)),
         transient,
         retry_after,
+        not_found: status == StatusCode::NOT_FOUND,
     }
 }
 
@@ -535,6 +540,11 @@ impl Remote {
     }
 
     pub async fn has_blob(&self, repo: &str, digest: &Digest) -> TResult<bool> {
+        Ok(self.blob_size(repo, digest).await?.is_some())
+    }
+
+    /// A blob's size, if the remote has it.
+    pub async fn blob_size(&self, repo: &str, digest: &Digest) -> TResult<Option<u64>> {
         let r = self
             .send(
                 Method::HEAD,
@@ -545,8 +555,15 @@ impl Remote {
             )
             .await?;
         match r.status() {
-            StatusCode::NOT_FOUND => Ok(false),
-            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(None),
+            // From the header: a HEAD's body is empty, whatever it says.
+            s if s.is_success() => Ok(Some(
+                r.headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
             _ => Err(failure(&format!("HEAD blob {digest}"), r).await),
         }
     }

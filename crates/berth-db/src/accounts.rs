@@ -35,6 +35,8 @@ pub struct ProjectRow {
     pub storage_limit: i64,
     /// Artifacts (manifests) the project may hold; -1: no limit.
     pub count_limit: i64,
+    /// The registry this project is a proxy cache of.
+    pub registry_id: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -88,7 +90,8 @@ pub struct AuditFilter {
 }
 
 const USER_COLS: &str = "id, username, email, realname, comment, password_hash, sysadmin, created_at, updated_at";
-const PROJECT_COLS: &str = "id, name, public, owner_id, created_at, updated_at, storage_limit, count_limit";
+const PROJECT_COLS: &str =
+    "id, name, public, owner_id, created_at, updated_at, storage_limit, count_limit, registry_id";
 const ROBOT_COLS: &str =
     "id, name, description, secret_hash, level, project_id, permissions, expires_at, disabled, created_at, updated_at";
 
@@ -116,6 +119,7 @@ fn project(r: &AnyRow) -> Result<ProjectRow> {
         updated_at: r.try_get("updated_at")?,
         storage_limit: r.try_get("storage_limit")?,
         count_limit: r.try_get("count_limit")?,
+        registry_id: r.try_get::<Option<i64>, _>("registry_id")?,
     })
 }
 
@@ -364,6 +368,18 @@ impl Db {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Makes the project a proxy cache of a registry (None: an ordinary project).
+    pub async fn set_project_registry(&self, id: i64, registry_id: Option<i64>) -> Result<bool> {
+        let r = sqlx::query(&self.q("UPDATE projects SET registry_id = ?, updated_at = ? WHERE id = ?"))
+            .bind(registry_id)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.changed();
         Ok(r.rows_affected() > 0)
     }
 

@@ -178,6 +178,11 @@ fn migrations(dialect: Dialect) -> Migrator {
                 "replication",
                 include_str!("../migrations/sqlite/0009_replication.sql"),
             ),
+            (
+                10,
+                "proxy_cache",
+                include_str!("../migrations/sqlite/0010_proxy_cache.sql"),
+            ),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
@@ -197,6 +202,11 @@ fn migrations(dialect: Dialect) -> Migrator {
                 "replication",
                 include_str!("../migrations/postgres/0009_replication.sql"),
             ),
+            (
+                10,
+                "proxy_cache",
+                include_str!("../migrations/postgres/0010_proxy_cache.sql"),
+            ),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
@@ -211,6 +221,11 @@ fn migrations(dialect: Dialect) -> Migrator {
                 9,
                 "replication",
                 include_str!("../migrations/mysql/0009_replication.sql"),
+            ),
+            (
+                10,
+                "proxy_cache",
+                include_str!("../migrations/mysql/0010_proxy_cache.sql"),
             ),
         ],
     };

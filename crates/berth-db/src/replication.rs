@@ -204,6 +204,16 @@ impl Db {
                 "{used} replication policies use this registry; delete them first"
             )));
         }
+        let proxies: i64 = sqlx::query(&self.q("SELECT COUNT(*) FROM projects WHERE registry_id = ?"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        if proxies > 0 {
+            return Err(DbError::Conflict(format!(
+                "{proxies} proxy cache projects use this registry; delete them first"
+            )));
+        }
         let r = sqlx::query(&self.q("DELETE FROM registries WHERE id = ?"))
             .bind(id)
             .execute(&self.pool)

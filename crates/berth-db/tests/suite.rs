@@ -716,6 +716,30 @@ async fn registries_policies_and_replication_tasks() {
         assert_eq!(db.job(job).await.unwrap().unwrap().status, berth_db::STOPPED);
 
         assert!(db.delete_policy(pid).await.unwrap());
+        // A proxy cache project keeps its registry too.
+        let owner = db
+            .create_user(&berth_db::UserRow {
+                id: 0,
+                username: "proxyowner".into(),
+                email: String::new(),
+                realname: String::new(),
+                comment: String::new(),
+                password_hash: String::new(),
+                sysadmin: false,
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await
+            .unwrap();
+        let project = db.create_project("hub", true, owner, 1).await.unwrap().unwrap();
+        assert_eq!(db.project_by_id(project).await.unwrap().unwrap().registry_id, None);
+        assert!(db.set_project_registry(project, Some(id)).await.unwrap());
+        assert_eq!(db.project_by_name("hub").await.unwrap().unwrap().registry_id, Some(id));
+        assert!(
+            matches!(db.delete_registry(id).await, Err(DbError::Conflict(m)) if m.contains("proxy cache")),
+            "a registry a proxy cache project uses stays"
+        );
+        assert!(db.delete_project(project).await.unwrap());
         assert!(db.delete_registry(id).await.unwrap());
         assert!(db.registries().await.unwrap().is_empty());
     })

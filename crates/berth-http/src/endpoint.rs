@@ -30,6 +30,19 @@ pub(crate) fn digest(s: &str) -> Result<Digest, Error> {
 }
 
 impl Endpoint {
+    /// The repository the endpoint is about, if any.
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags { name }
+            | Endpoint::Manifest { name, .. }
+            | Endpoint::Blob { name, .. }
+            | Endpoint::Uploads { name }
+            | Endpoint::Upload { name, .. }
+            | Endpoint::Referrers { name, .. } => Some(name),
+        }
+    }
+
     /// Parses the path after `/v2/`. None: no such endpoint (404).
     pub fn parse(rest: &str) -> Option<Result<Endpoint, Error>> {
         if rest.is_empty() {

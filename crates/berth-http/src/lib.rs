@@ -42,6 +42,8 @@ pub struct AppState {
     pub vanity: Option<Arc<vanity::Vanity>>,
     /// Remote registries and replication; None in tests of other parts.
     pub replicator: Option<Arc<berth_core::replication::Replicator>>,
+    /// Proxy cache projects; None in tests of other parts.
+    pub proxy: Option<Arc<berth_core::proxy::ProxyCache>>,
 }
 
 /// The whole application: `/v2/` and everything below it.

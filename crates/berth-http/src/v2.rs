@@ -152,6 +152,27 @@ async fn serve(
     let unsupported = || -> Result<Response> {
         Err(Error::new(ErrorCode::Unsupported, format!("{method} is not supported here")).into())
     };
+    let upstream = match (&st.proxy, ep.name()) {
+        (Some(p), Some(name)) => p.upstream(name).await?,
+        _ => None,
+    };
+    if let Some(up) = &upstream {
+        let push = match &ep {
+            Endpoint::Manifest { .. } => method == Method::PUT,
+            Endpoint::Uploads { .. } | Endpoint::Upload { .. } => true,
+            _ => false,
+        };
+        if push {
+            return Err(Error::new(
+                ErrorCode::Denied,
+                format!(
+                    "project {} is a proxy cache of {}: it takes no pushes; push to another project",
+                    up.project, up.url
+                ),
+            )
+            .into());
+        }
+    }
     match ep {
         Endpoint::Base => match method {
             Method::GET | Method::HEAD => Ok(json(StatusCode::OK, b"{}".to_vec())),
@@ -186,9 +207,11 @@ async fn serve(
         Endpoint::Manifest { name, reference } => match method {
             Method::GET | Method::HEAD => {
                 let accept = accept_list(req.headers());
-                let m = reg
-                    .get_manifest(&name, &reference, &accept, method == Method::GET)
-                    .await?;
+                let with_body = method == Method::GET;
+                let m = match (&st.proxy, &upstream) {
+                    (Some(p), Some(up)) => p.manifest(up, &name, &reference, &accept, with_body).await?,
+                    _ => reg.get_manifest(&name, &reference, &accept, with_body).await?,
+                };
                 let mut b = Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, &m.media_type)
@@ -241,7 +264,15 @@ async fn serve(
             _ => unsupported(),
         },
         Endpoint::Blob { name, digest } => match method {
-            Method::GET | Method::HEAD => get_blob(st, &name, &digest, &method, req.headers()).await,
+            Method::GET | Method::HEAD => match get_blob(st, &name, &digest, &method, req.headers()).await {
+                Err(e) if e.err.code == ErrorCode::BlobUnknown && upstream.is_some() => {
+                    let (Some(p), Some(up)) = (&st.proxy, &upstream) else {
+                        unreachable!("checked")
+                    };
+                    proxied_blob(p, up, &name, &digest, &method).await
+                }
+                other => other,
+            },
             Method::DELETE => {
                 reg.delete_blob(&name, &digest).await?;
                 Ok(accepted())
@@ -549,6 +580,30 @@ async fn get_blob(st: &AppState, name: &RepoName, d: &Digest, method: &Method, h
     }
     let read = reg.get_blob(name, d, range).await?;
     Ok(b.body(Body::from_stream(read.stream)).expect("valid response"))
+}
+
+/// A blob a proxy cache project lacks, from upstream (stored on the way).
+async fn proxied_blob(
+    p: &berth_core::proxy::ProxyCache,
+    up: &std::sync::Arc<berth_core::proxy::Upstream>,
+    name: &RepoName,
+    d: &Digest,
+    method: &Method,
+) -> Result<Response> {
+    let (size, stream) = p.blob(up, name, d, *method == Method::GET).await?;
+    let mut b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(r::CONTENT_DIGEST, d.to_string())
+        .header(header::ETAG, format!("\"{d}\""));
+    if size > 0 {
+        b = b.header(header::CONTENT_LENGTH, size);
+    }
+    let body = match stream {
+        Some(s) => Body::from_stream(s),
+        None => Body::empty(),
+    };
+    Ok(b.body(body).expect("valid response"))
 }
 
 #[cfg(test)]

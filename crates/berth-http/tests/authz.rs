@@ -419,6 +419,7 @@ async fn repeated_failed_logins_get_429_and_are_audited() {
         https: false,
         vanity: None,
         replicator: None,
+        proxy: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

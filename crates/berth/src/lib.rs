@@ -115,6 +115,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         audit_pulls: cfg.config.auth.audit_pulls,
         vanity: vanity.clone(),
         replicator: Some(replicator.clone()),
+        proxy: Some(berth_core::proxy::ProxyCache::new(replicator.clone())),
     });
     let router = match vanity {
         Some(vanity) => by_host(router, berth_http::vanity::router(vanity), v.hosts.clone()),

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -795,4 +796,171 @@ async fn replication_into_distribution() {
     assert_same_image(&reqwest::Client::new(), &url, "library/dist", "v1", &m).await;
     let _ = dist.kill();
     let _ = dist.wait();
+}
+
+/// The tags `repo` has at `base`, as its tag list says.
+async fn tag_list(c: &reqwest::Client, base: &str, repo: &str) -> Vec<String> {
+    let r = c.get(format!("{base}/v2/{repo}/tags/list")).send().await.unwrap();
+    if r.status() != 200 {
+        return vec![];
+    }
+    let v: Value = r.json().await.unwrap();
+    v["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn wait_for_tag(c: &reqwest::Client, base: &str, repo: &str, tag: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tag_list(c, base, repo).await.iter().any(|t| t == tag) {
+        assert!(Instant::now() < deadline, "{repo}:{tag} was not cached at {base}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cache_serves_while_its_upstream_is_down() {
+    let skopeo = have("skopeo", "--version");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Berth::start(&tmp.path().join("a"));
+    let b = Berth::start(&tmp.path().join("b"));
+    let (aa, ba) = (Admin::new(&a.url()), Admin::new(&b.url()));
+
+    // Upstream: an image whose largest layer is 3 MiB (many chunks through
+    // the cache), and a multi-platform index pushed by skopeo.
+    let ca = aa.registry_client(&["library/app"]).await;
+    let v1 = push_image(&ca, &a.url(), "library/app", "v1", 50, 4, 3 << 20).await;
+    let layout = tmp.path().join("layout");
+    let cred = format!("admin:{ADMIN_PASSWORD}");
+    if skopeo {
+        make_image(&layout, 2);
+        run(Command::new("skopeo").args([
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &cred,
+            &format!("oci:{}:multi", layout.display()),
+            &format!("docker://{}/library/tools:multi", a.addr),
+        ]));
+    }
+
+    // The proxy: a registry endpoint, and a project that mirrors it.
+    let up = ba.registry_to("upstream", "harbor", &a.url()).await;
+    let (s, text, _) = ba
+        .api(
+            reqwest::Method::POST,
+            "/projects",
+            Some(json!({"project_name": "hub", "registry_id": 999, "metadata": {"public": "true"}})),
+        )
+        .await;
+    assert_eq!(s, 400, "an unknown registry is refused: {text}");
+    ba.create(
+        "/projects",
+        json!({"project_name": "hub", "registry_id": up, "metadata": {"public": "true"}}),
+    )
+    .await;
+    let project = ba.get("/projects/hub").await;
+    assert_eq!(project["registry_id"], up, "{project}");
+    let (s, text, _) = ba
+        .api(reqwest::Method::DELETE, &format!("/registries/{up}"), None)
+        .await;
+    assert_eq!(s, 409, "a registry a proxy project uses stays: {text}");
+
+    // A first pull goes through to upstream: same bytes, same digests.
+    let cb = ba.registry_client(&["hub/library/app", "hub/library/tools"]).await;
+    assert!(tag_list(&cb, &b.url(), "hub/library/app").await.is_empty());
+    assert_same_image(&cb, &b.url(), "hub/library/app", "v1", &v1).await;
+    let missing = cb
+        .get(format!("{}/v2/hub/library/app/manifests/nope", b.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "upstream's 404 is the answer");
+    let out = tmp.path().join("out");
+    let pull_multi = |dest: &str| {
+        run(Command::new("skopeo").args([
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &cred,
+            &format!("docker://{}/hub/library/tools:multi", b.addr),
+            &format!("oci:{}:{dest}", out.display()),
+        ]));
+        let index: Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == dest)
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let multi = if skopeo {
+        let upstream_digest = aa
+            .registry_client(&["library/tools"])
+            .await
+            .head(format!("{}/v2/library/tools/manifests/multi", a.url()))
+            .header("accept", OCI_INDEX)
+            .send()
+            .await
+            .unwrap();
+        let want = upstream_digest.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let got = pull_multi("first");
+        assert_eq!(got, want, "the index comes through byte-exact");
+        Some(want)
+    } else {
+        None
+    };
+
+    // It is cached in the background; pushes are refused.
+    wait_for_tag(&cb, &b.url(), "hub/library/app", "v1").await;
+    if skopeo {
+        wait_for_tag(&cb, &b.url(), "hub/library/tools", "multi").await;
+    }
+    let r = cb
+        .post(format!("{}/v2/hub/library/app/blobs/uploads/", b.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("DENIED") && text.contains("proxy cache"), "{text}");
+    let r = cb
+        .put(format!("{}/v2/hub/library/app/manifests/v2", b.url()))
+        .header("content-type", OCI_MANIFEST)
+        .body(v1.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a manifest push is refused too");
+
+    // Upstream stops: what was cached still serves, byte-exact.
+    a.kill();
+    assert_same_image(&cb, &b.url(), "hub/library/app", "v1", &v1).await;
+    if let Some(want) = multi {
+        assert_eq!(pull_multi("offline"), want, "the index serves from the cache");
+    }
+    let r = cb
+        .get(format!("{}/v2/hub/library/app/manifests/v9", b.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "an uncached tag with upstream down");
+    let text = r.text().await.unwrap();
+    assert!(text.contains(&a.url()), "the error names the upstream: {text}");
+    assert!(
+        b.log_text().contains("serving hub/library/app:v1 from the cache"),
+        "{}",
+        b.log_text()
+    );
 }

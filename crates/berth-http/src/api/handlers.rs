@@ -349,6 +349,7 @@ async fn project_json(st: &AppState, who: &Subject, p: &ProjectRow) -> ApiResult
         "current_user_role_ids": role.map(|r| vec![r]).unwrap_or_default(),
         "repo_count": db.project_repository_count(&p.name).await?,
         "metadata": {"public": p.public.to_string()},
+        "registry_id": p.registry_id,
     }))
 }
 
@@ -409,6 +410,8 @@ pub struct ProjectReq {
     #[serde(default)]
     metadata: HashMap<String, String>,
     storage_limit: Option<i64>,
+    /// Makes the project a proxy cache of this registry.
+    registry_id: Option<i64>,
 }
 
 impl ProjectReq {
@@ -448,6 +451,19 @@ pub async fn create_project(State(st): State<AppState>, Caller(who): Caller, Jso
             "only administrators may set a project's storage_limit",
         ));
     }
+    if let Some(rid) = b.registry_id.filter(|&r| r != 0) {
+        if !who.is_sysadmin() {
+            return Err(ApiErr::new(
+                StatusCode::FORBIDDEN,
+                "only administrators may create proxy cache projects",
+            ));
+        }
+        if st.registry.db().registry(rid).await?.is_none() {
+            return Err(ApiErr::bad(format!(
+                "registry {rid} does not exist; add it under /registries first"
+            )));
+        }
+    }
     match st
         .registry
         .db()
@@ -457,6 +473,9 @@ pub async fn create_project(State(st): State<AppState>, Caller(who): Caller, Jso
         Some(id) => {
             if storage_limit != -1 {
                 st.registry.db().set_project_quota(id, storage_limit, -1).await?;
+            }
+            if let Some(rid) = b.registry_id.filter(|&r| r != 0) {
+                st.registry.db().set_project_registry(id, Some(rid)).await?;
             }
             audit(&st, &who, "create", "project", &name).await;
             Ok(created(format!("{PREFIX}/projects/{id}")))

@@ -40,6 +40,7 @@ impl TestRegistry {
             https: false,
             vanity: None,
             replicator: None,
+            proxy: None,
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
