@@ -113,6 +113,7 @@ pub struct Runner {
     /// Window and upload expiry when a job names none.
     gc_defaults: GcOptions,
     replicator: Option<Arc<crate::replication::Replicator>>,
+    webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 impl Runner {
@@ -122,12 +123,19 @@ impl Runner {
             owner: format!("runner-{}", uuid::Uuid::new_v4().simple()),
             gc_defaults,
             replicator: None,
+            webhooks: None,
         }
     }
 
     /// Lets this runner take replication runs too.
     pub fn with_replication(mut self, r: Arc<crate::replication::Replicator>) -> Runner {
         self.replicator = Some(r);
+        self
+    }
+
+    /// Tells projects' webhooks when replication runs end.
+    pub fn with_webhooks(mut self, w: Arc<crate::webhook::Webhooks>) -> Runner {
+        self.webhooks = Some(w);
         self
     }
 
@@ -346,8 +354,64 @@ impl Runner {
         };
         let log = move |line: String| l.lock().unwrap().push(line);
         let work = rep.run(id, &a, &log, &set_progress);
-        let report = self.with_heartbeat(id, work, progress, lines).await?;
+        let outcome = self.with_heartbeat(id, work, progress, lines).await;
+        if let Some(w) = &self.webhooks {
+            if let Err(e) = self.replication_notices(w, id, &a, &outcome).await {
+                tracing::warn!(job = id, error = %e, "queueing replication webhooks failed");
+            }
+        }
+        let report = outcome?;
         Ok(serde_json::to_string(&report).expect("progress serialises"))
+    }
+
+    /// A REPLICATION event for each local project a finished run touched.
+    async fn replication_notices(
+        &self,
+        w: &crate::webhook::Webhooks,
+        id: i64,
+        a: &crate::replication::RunArgs,
+        outcome: &Result<crate::replication::RunProgress>,
+    ) -> Result<()> {
+        let db = self.registry.db();
+        let Some(row) = db.policy(a.policy_id).await? else {
+            return Ok(());
+        };
+        let policy = crate::replication::Policy::from_row(row)?;
+        let pushes = policy.pushes();
+        let tasks = db.tasks(id).await?;
+        let mut by_project: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+        for t in &tasks {
+            let local = if pushes { &t.src_resource } else { &t.dst_resource };
+            let project = local.split('/').next().unwrap_or_default().to_string();
+            by_project.entry(project).or_default().push(serde_json::json!({
+                "type": "image", "status": t.status, "name_tag": local, "digest": t.digest,
+                "operation": t.operation,
+            }));
+        }
+        let (status, counts) = match outcome {
+            Ok(p) => ("Success", serde_json::to_value(p).unwrap_or_default()),
+            Err(e) => ("Failed", serde_json::json!({"error": e.message})),
+        };
+        let operator = db.job(id).await?.map(|j| j.triggered_by).unwrap_or_default();
+        for (project, artifacts) in by_project {
+            let data = serde_json::json!({
+                "replication": {
+                    "execution_id": id, "policy_id": policy.row.id, "policy_name": policy.row.name,
+                    "trigger_type": a.trigger, "job_status": status, "counts": counts,
+                    "direction": if pushes { "push" } else { "pull" },
+                    "successful_artifact": artifacts.iter().filter(|x| x["status"] == berth_db::TASK_SUCCEEDED).collect::<Vec<_>>(),
+                    "failed_artifact": artifacts.iter().filter(|x| x["status"] == berth_db::TASK_FAILED).collect::<Vec<_>>(),
+                },
+            });
+            w.notify(&crate::webhook::Notice {
+                event_type: crate::webhook::REPLICATION,
+                project,
+                operator: operator.clone(),
+                data,
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn run_scrub(&self, id: i64) -> Result<String> {

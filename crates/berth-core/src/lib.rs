@@ -20,6 +20,7 @@ pub mod scrub;
 pub mod sealed;
 pub mod shared;
 pub mod vanity;
+pub mod webhook;
 
 pub mod auth;
 pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Principal, Resource};

@@ -389,7 +389,7 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        for table in ["robots", "immutable_rules", "retention_policies"] {
+        for table in ["robots", "immutable_rules", "retention_policies", "webhook_policies"] {
             sqlx::query(&self.q(&format!("DELETE FROM {table} WHERE project_id = ?")))
                 .bind(id)
                 .execute(&mut *tx)

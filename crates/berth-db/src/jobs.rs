@@ -295,4 +295,32 @@ impl Db {
             .try_get(0)?;
         Ok((rows.iter().map(job_row).collect::<Result<_>>()?, total))
     }
+
+    /// Jobs of a kind whose arguments begin with `args_prefix`, newest
+    /// first, with the total.
+    pub async fn jobs_with_args(
+        &self,
+        kind: &str,
+        args_prefix: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<JobRow>, i64)> {
+        let pattern = format!("{}%", crate::like_escape(args_prefix));
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {COLS} FROM jobs WHERE kind = ? AND args LIKE ? ESCAPE '!' ORDER BY id DESC LIMIT ? OFFSET ?"
+        )))
+        .bind(kind)
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query(&self.q("SELECT COUNT(*) FROM jobs WHERE kind = ? AND args LIKE ? ESCAPE '!'"))
+            .bind(kind)
+            .bind(&pattern)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok((rows.iter().map(job_row).collect::<Result<_>>()?, total))
+    }
 }

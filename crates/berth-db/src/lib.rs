@@ -24,6 +24,7 @@ mod jobs;
 mod policy;
 mod registry;
 mod replication;
+mod webhooks;
 
 pub use accounts::{AuditFilter, AuditRow, MemberRow, ProjectRow, RobotRow, SessionRow, UserRow, VanityRow};
 pub use gc::{Unreferenced, Untagged};
@@ -33,6 +34,7 @@ pub use registry::{ManifestRecord, ManifestReference, ManifestRow, RepositoryRow
 pub use replication::{
     PolicyRow, RegistryRow, TaskCounts, TaskRow, TASK_FAILED, TASK_RUNNING, TASK_SKIPPED, TASK_SUCCEEDED,
 };
+pub use webhooks::WebhookRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -183,6 +185,7 @@ fn migrations(dialect: Dialect) -> Migrator {
                 "proxy_cache",
                 include_str!("../migrations/sqlite/0010_proxy_cache.sql"),
             ),
+            (11, "webhooks", include_str!("../migrations/sqlite/0011_webhooks.sql")),
         ],
         Dialect::Postgres => &[
             (1, "registry", include_str!("../migrations/postgres/0001_registry.sql")),
@@ -207,6 +210,7 @@ fn migrations(dialect: Dialect) -> Migrator {
                 "proxy_cache",
                 include_str!("../migrations/postgres/0010_proxy_cache.sql"),
             ),
+            (11, "webhooks", include_str!("../migrations/postgres/0011_webhooks.sql")),
         ],
         Dialect::Mysql => &[
             (1, "registry", include_str!("../migrations/mysql/0001_registry.sql")),
@@ -227,6 +231,7 @@ fn migrations(dialect: Dialect) -> Migrator {
                 "proxy_cache",
                 include_str!("../migrations/mysql/0010_proxy_cache.sql"),
             ),
+            (11, "webhooks", include_str!("../migrations/mysql/0011_webhooks.sql")),
         ],
     };
     let list: Vec<Migration> = files

@@ -44,6 +44,8 @@ pub struct AppState {
     pub replicator: Option<Arc<berth_core::replication::Replicator>>,
     /// Proxy cache projects; None in tests of other parts.
     pub proxy: Option<Arc<berth_core::proxy::ProxyCache>>,
+    /// Webhook policies and deliveries; None in tests of other parts.
+    pub webhooks: Option<Arc<berth_core::webhook::Webhooks>>,
 }
 
 /// The whole application: `/v2/` and everything below it.

@@ -118,13 +118,104 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
         Err(e) => return Err(e.into()),
     };
     let audit_target = audit_target(&ep, &method, st.audit_pulls);
-    let resp = serve(st, ep, req, q, method).await?;
+    // What a webhook would say of this request: its event, endpoint and host.
+    let hook = st.webhooks.as_ref().and_then(|w| {
+        hook_event(&ep, &method).map(|e| {
+            let base = crate::token::external_base(st, req.headers());
+            let host = base.split_once("://").map_or(base.as_str(), |(_, h)| h).to_string();
+            (w, e, ep.clone(), host)
+        })
+    });
+    let served = serve(st, ep, req, q, method).await;
+    if let Some((w, kind, ep, host)) = hook {
+        notify(w, &ep, kind, &served, &who.name, &host);
+    }
+    let resp = served?;
     if let (Some(accounts), Some((op, resource))) = (&st.accounts, audit_target) {
         if resp.status().is_success() {
             accounts.audit(&who.name, op, "artifact", &resource, true).await;
         }
     }
     Ok(resp)
+}
+
+/// The webhook event a successful request makes, if any. A refused push
+/// may make a quota one instead.
+fn hook_event(ep: &Endpoint, method: &Method) -> Option<&'static str> {
+    use berth_core::webhook::*;
+    match (ep, method) {
+        (Endpoint::Manifest { .. }, &Method::PUT) => Some(PUSH_ARTIFACT),
+        (Endpoint::Manifest { .. }, &Method::GET) => Some(PULL_ARTIFACT),
+        (Endpoint::Manifest { .. }, &Method::DELETE) => Some(DELETE_ARTIFACT),
+        (Endpoint::Uploads { .. } | Endpoint::Upload { .. }, _) => Some(QUOTA_EXCEED),
+        _ => None,
+    }
+}
+
+/// Queues the webhook deliveries of a request's outcome.
+fn notify(
+    w: &std::sync::Arc<berth_core::webhook::Webhooks>,
+    ep: &Endpoint,
+    kind: &'static str,
+    served: &Result<Response>,
+    operator: &str,
+    host: &str,
+) {
+    use berth_core::webhook::{Notice, QUOTA_EXCEED};
+    let Some(name) = ep.name() else { return };
+    let (project, short) = name.as_str().split_once('/').unwrap_or(("", name.as_str()));
+    let repository = serde_json::json!({
+        "name": short, "namespace": project, "repo_full_name": name.as_str(),
+    });
+    let reference = match ep {
+        Endpoint::Manifest { reference, .. } => Some(reference.to_string()),
+        _ => None,
+    };
+    let data = match served {
+        Ok(resp) if resp.status().is_success() && kind != QUOTA_EXCEED => {
+            let digest = resp
+                .headers()
+                .get(r::CONTENT_DIGEST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| reference.clone().filter(|r| r.contains(':')));
+            let tag = reference.clone().filter(|r| !r.contains(':'));
+            let url = match &tag {
+                Some(t) => format!("{host}/{name}:{t}"),
+                None => format!("{host}/{name}@{}", digest.clone().unwrap_or_default()),
+            };
+            serde_json::json!({
+                "resources": [{"digest": digest, "tag": tag, "resource_url": url}],
+                "repository": repository,
+            })
+        }
+        // A push refused by a quota, whichever step the quota stopped.
+        Err(e) if e.err.detail.as_ref().is_some_and(|d| d.get("quota").is_some()) => {
+            let kind = QUOTA_EXCEED;
+            let data = serde_json::json!({
+                "resources": [{"tag": reference}],
+                "repository": repository,
+                "custom_attributes": {"Details": e.err.message},
+            });
+            w.notify_later(Notice {
+                event_type: kind,
+                project: project.to_string(),
+                operator: operator.to_string(),
+                data,
+            });
+            return;
+        }
+        _ => return,
+    };
+    if kind == QUOTA_EXCEED {
+        return;
+    }
+    w.notify_later(Notice {
+        event_type: kind,
+        project: project.to_string(),
+        operator: operator.to_string(),
+        data,
+    });
 }
 
 /// Registry writes that go into the audit log: (operation, resource).

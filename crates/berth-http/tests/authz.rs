@@ -113,6 +113,7 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
             .replace("{scrub_id}", &f.ids["scrub_id"])
             .replace("{registry_id}", &f.ids["registry_id"])
             .replace("{policy_id}", &f.ids["policy_id"])
+            .replace("{webhook_policy_id}", &f.ids["webhook_policy_id"])
     };
     let body = match (method.as_str(), path) {
         ("POST", "/users") => Some(json!({"username": format!("new{}", rand_suffix()), "password": PW})),
@@ -157,6 +158,12 @@ fn api_request(f: &Fixture, method: &Method, path: &str) -> Option<(String, Opti
         ("POST", "/replication/policies") | ("PUT", "/replication/policies/{policy_id}") => {
             let mut p = fixture::replication_policy(f.ids["registry_id"].parse().unwrap());
             p["name"] = json!(format!("p{}", rand_suffix()));
+            Some(p)
+        }
+        ("POST", "/projects/{project}/webhook/policies")
+        | ("PUT", "/projects/{project}/webhook/policies/{webhook_policy_id}") => {
+            let mut p = fixture::webhook_policy();
+            p["name"] = json!(format!("h{}", rand_suffix()));
             Some(p)
         }
         ("POST", "/replication/executions") => Some(json!({"policy_id": f.ids["policy_id"].parse::<i64>().unwrap()})),
@@ -420,6 +427,7 @@ async fn repeated_failed_logins_get_429_and_are_audited() {
         vanity: None,
         replicator: None,
         proxy: None,
+        webhooks: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

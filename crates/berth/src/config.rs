@@ -227,6 +227,11 @@ pub struct Registry {
     /// A tag moved or deleted through another replica can be seen late by
     /// at most this much; through this replica, at once. 0 turns it off.
     pub tag_cache_ms: u64,
+    /// First wait before a failed webhook delivery is tried again, in
+    /// seconds; each retry waits twice as long as the one before.
+    pub webhook_retry_secs: u64,
+    /// Attempts of a webhook delivery before it is given up.
+    pub webhook_attempts: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -283,6 +288,8 @@ impl Default for Registry {
             upload_expiry_secs: 24 * 3600,
             upload_purge_interval_secs: 600,
             tag_cache_ms: 1000,
+            webhook_retry_secs: 10,
+            webhook_attempts: 6,
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub accounts: Arc<AuthService>,
     pub replicator: Arc<berth_core::replication::Replicator>,
+    pub webhooks: Arc<berth_core::webhook::Webhooks>,
     pub router: axum::Router,
 }
 
@@ -82,6 +83,13 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         registry.clone(),
         sealer(cfg, &db)?,
     ));
+    let r = &cfg.config.registry;
+    let webhooks = berth_core::webhook::Webhooks::new(
+        db.clone(),
+        sealer(cfg, &db)?,
+        (r.webhook_retry_secs as i64).saturating_mul(1000),
+        r.webhook_attempts as i64,
+    );
     // Vanity paths answer for `vanity.hosts`: from the file if one is named,
     // and from the database (managed through the API) always.
     let v = &cfg.config.vanity;
@@ -116,6 +124,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         vanity: vanity.clone(),
         replicator: Some(replicator.clone()),
         proxy: Some(berth_core::proxy::ProxyCache::new(replicator.clone())),
+        webhooks: Some(webhooks.clone()),
     });
     let router = match vanity {
         Some(vanity) => by_host(router, berth_http::vanity::router(vanity), v.hosts.clone()),
@@ -136,6 +145,7 @@ pub async fn build(cfg: &Loaded) -> anyhow::Result<App> {
         registry,
         accounts,
         replicator,
+        webhooks,
         router,
     })
 }

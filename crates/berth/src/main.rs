@@ -503,10 +503,12 @@ async fn serve(cfg: Loaded) -> anyhow::Result<()> {
                 upload_max_age: Duration::from_secs(r.upload_expiry_secs),
             },
         )
-        .with_replication(app.replicator.clone()),
+        .with_replication(app.replicator.clone())
+        .with_webhooks(app.webhooks.clone()),
     )
     .spawn(Duration::from_secs(2));
     berth::spawn_replication_events(app.replicator.clone());
+    app.webhooks.clone().spawn(Duration::from_secs(1));
     let grace = Duration::from_secs(cfg.config.server.shutdown_grace_secs);
     let tls = &cfg.config.tls;
     if tls.cert_file.is_empty() {

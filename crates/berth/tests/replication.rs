@@ -964,3 +964,322 @@ async fn a_proxy_cache_serves_while_its_upstream_is_down() {
         b.log_text()
     );
 }
+
+/// One request a webhook receiver got.
+#[derive(Clone, Debug)]
+struct Hook {
+    path: String,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    raw: Vec<u8>,
+}
+
+/// An HTTP server that keeps what it is sent; `/flaky` answers 500 to its
+/// first `failures` requests.
+struct Receiver {
+    url: String,
+    got: Arc<std::sync::Mutex<Vec<Hook>>>,
+}
+
+impl Receiver {
+    async fn start(failures: u64) -> Receiver {
+        use axum::response::IntoResponse;
+        let got: Arc<std::sync::Mutex<Vec<Hook>>> = Arc::default();
+        let failed = Arc::new(AtomicU64::new(0));
+        let sink = got.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (sink, failed) = (sink.clone(), failed.clone());
+            async move {
+                let path = req.uri().path().to_string();
+                let headers = req.headers().clone();
+                let raw = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap().to_vec();
+                if path == "/flaky" && failed.fetch_add(1, Ordering::SeqCst) < failures {
+                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "not now").into_response();
+                }
+                let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+                sink.lock().unwrap().push(Hook {
+                    path,
+                    headers,
+                    body,
+                    raw,
+                });
+                axum::http::StatusCode::OK.into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, got }
+    }
+
+    /// Waits for a request to `path` of event `kind` (Harbor's type or the
+    /// CloudEvents one).
+    async fn wait(&self, path: &str, kind: &str) -> Hook {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|h| h.path == path && h.body["type"] == kind)
+                .cloned();
+            if let Some(h) = found {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} at {path}; got {:?}",
+                self.got
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|h| (&h.path, &h.body["type"]))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// HMAC-SHA256 of `body` under `key`, as the receiver checks it.
+fn hmac_sha256(key: &[u8], body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::digest([pad(0x36), body.to_vec()].concat());
+    format!(
+        "sha256={}",
+        hex_of(&Sha256::digest([pad(0x5c), inner.to_vec()].concat()))
+    )
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_deliver_signed_events_and_retry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Berth::start_with(
+        &tmp.path().join("a"),
+        &[],
+        &[("BERTH_REGISTRY_WEBHOOK_RETRY_SECS", "1")],
+    );
+    let aa = Admin::new(&a.url());
+    let recv = Receiver::start(2).await;
+    let (flaky, cloud) = (format!("{}/flaky", recv.url), format!("{}/cloud", recv.url));
+
+    // Bad policies are refused with the reason; nothing is stored.
+    for (bad, why) in [
+        (
+            json!({"name": "x", "event_types": ["SCANNING_COMPLETED"], "targets": [{"address": cloud}]}),
+            "SCANNING_COMPLETED",
+        ),
+        (
+            json!({"name": "x", "event_types": ["PUSH_ARTIFACT"], "targets": [{"address": "ftp://h/x"}]}),
+            "ftp://",
+        ),
+        (
+            json!({"name": "x", "event_types": ["PUSH_ARTIFACT"], "targets": []}),
+            "target",
+        ),
+    ] {
+        let (s, text, _) = aa
+            .api(reqwest::Method::POST, "/projects/library/webhook/policies", Some(bad))
+            .await;
+        assert_eq!(s, 400, "{text}");
+        assert!(text.contains(why), "{text}");
+    }
+    let events = vec!["PUSH_ARTIFACT", "PULL_ARTIFACT", "DELETE_ARTIFACT", "REPLICATION"];
+    let policy = aa
+        .create(
+            "/projects/library/webhook/policies",
+            json!({"name": "ci", "event_types": events, "targets": [
+                {"type": "http", "address": flaky, "auth_header": "Bearer hook-token", "secret": "s3cret"},
+                {"type": "http", "address": cloud, "payload_format": "CloudEvents", "secret": "s3cret"},
+            ]}),
+        )
+        .await;
+    let shown = aa
+        .api(
+            reqwest::Method::GET,
+            &format!("/projects/library/webhook/policies/{policy}"),
+            None,
+        )
+        .await
+        .1;
+    assert!(!shown.contains("hook-token") && !shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("\"secret_set\":true"), "{shown}");
+    assert!(
+        !std::fs::read(a.data_dir.join("berth.db"))
+            .unwrap()
+            .windows(10)
+            .any(|w| w == b"hook-token"),
+        "the auth header is stored sealed"
+    );
+
+    // A push: Harbor's payload after two failed attempts, and CloudEvents; both signed.
+    let c = aa.registry_client(&["library/app"]).await;
+    let m = push_image(&c, &a.url(), "library/app", "v1", 70, 2, 1000).await;
+    let digest = digest_of(&m);
+    let h = recv.wait("/flaky", "PUSH_ARTIFACT").await;
+    assert_eq!(h.headers["authorization"], "Bearer hook-token");
+    assert_eq!(h.headers["content-type"], "application/json");
+    assert_eq!(
+        h.headers["x-berth-signature-256"].to_str().unwrap(),
+        hmac_sha256(b"s3cret", &h.raw)
+    );
+    assert_eq!(h.body["operator"], "admin");
+    let data = &h.body["event_data"];
+    assert_eq!(data["resources"][0]["tag"], "v1", "{}", h.body);
+    assert_eq!(data["resources"][0]["digest"], digest.as_str());
+    assert_eq!(
+        data["resources"][0]["resource_url"],
+        format!("{}/library/app:v1", a.addr)
+    );
+    assert_eq!(data["repository"]["repo_full_name"], "library/app");
+    let ce = recv.wait("/cloud", "harbor.artifact.pushed").await;
+    assert_eq!(ce.headers["content-type"], "application/cloudevents+json");
+    assert_eq!(
+        ce.headers["x-berth-signature-256"].to_str().unwrap(),
+        hmac_sha256(b"s3cret", &ce.raw)
+    );
+    assert!(ce.headers.get("authorization").is_none());
+    assert_eq!(ce.body["specversion"], "1.0");
+    assert_eq!(ce.body["source"], format!("/projects/1/webhook/policies/{policy}"));
+    assert_eq!(ce.body["data"]["resources"][0]["digest"], digest.as_str());
+    assert_ne!(
+        hmac_sha256(b"another secret", &ce.raw),
+        ce.headers["x-berth-signature-256"].to_str().unwrap(),
+        "the check can fail"
+    );
+
+    // A pull and a delete.
+    let r = c
+        .get(format!("{}/v2/library/app/manifests/v1", a.url()))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    recv.wait("/cloud", "harbor.artifact.pulled").await;
+    let r = c
+        .delete(format!("{}/v2/library/app/manifests/v1", a.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let del = recv.wait("/cloud", "harbor.artifact.deleted").await;
+    assert_eq!(del.body["data"]["resources"][0]["tag"], "v1");
+
+    // A replication run into this same berth ends with a REPLICATION event.
+    push_image(&c, &a.url(), "library/app", "v2", 71, 1, 500).await;
+    let me = aa.registry_to("self", "harbor", &a.url()).await;
+    let rp = aa
+        .create(
+            "/replication/policies",
+            json!({"name": "to-mirror", "dest_registry": {"id": me}, "dest_namespace": "mirror",
+                   "filters": [{"type": "name", "value": "library/app"}]}),
+        )
+        .await;
+    let e = aa.run(rp).await;
+    assert_eq!(e["status"], "Succeed", "{e}");
+    let rep = recv.wait("/cloud", "harbor.replication.status.changed").await;
+    assert_eq!(rep.body["data"]["replication"]["job_status"], "Success", "{}", rep.body);
+    assert_eq!(rep.body["data"]["replication"]["execution_id"], e["id"]);
+
+    // A push refused by a quota.
+    aa.create("/projects", json!({"project_name": "tight", "storage_limit": 1000}))
+        .await;
+    aa.create(
+        "/projects/tight/webhook/policies",
+        json!({"name": "quota", "event_types": ["QUOTA_EXCEED"], "targets": [{"address": cloud}]}),
+    )
+    .await;
+    let big = bytes(9, 5000);
+    let r = aa
+        .registry_client(&["tight/app"])
+        .await
+        .post(format!(
+            "{}/v2/tight/app/blobs/uploads/?digest={}",
+            a.url(),
+            digest_of(&big)
+        ))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "over the quota");
+    assert!(r.text().await.unwrap().contains("quota"));
+    let q = recv.wait("/cloud", "QUOTA_EXCEED").await;
+    assert!(
+        q.body["event_data"]["custom_attributes"]["Details"]
+            .as_str()
+            .unwrap()
+            .contains("storage quota of project tight"),
+        "{}",
+        q.body
+    );
+
+    // The deliveries, as the API lists them; the flaky one's log has all three attempts.
+    let list = aa
+        .get(&format!(
+            "/projects/library/webhook/policies/{policy}/executions?page_size=100"
+        ))
+        .await;
+    let list = list.as_array().unwrap();
+    let push = list
+        .iter()
+        .rev()
+        .find(|x| x["extra_attrs"]["event_type"] == "PUSH_ARTIFACT" && x["extra_attrs"]["address"] == flaky.as_str())
+        .unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(push["status"], "Success", "{push}");
+    assert_eq!(push["extra_attrs"]["attempts"], 3, "{push}");
+    let eid = push["id"].as_i64().unwrap();
+    let tasks = aa
+        .get(&format!(
+            "/projects/library/webhook/policies/{policy}/executions/{eid}/tasks"
+        ))
+        .await;
+    let log = aa
+        .api(
+            reqwest::Method::GET,
+            &format!(
+                "/projects/library/webhook/policies/{policy}/executions/{eid}/tasks/{}/log",
+                tasks[0]["id"]
+            ),
+            None,
+        )
+        .await
+        .1;
+    assert_eq!(log.matches("answered 500").count(), 2, "{log}");
+    assert!(log.contains("answered 200"), "{log}");
+
+    // A disabled policy sends nothing more.
+    let (s, text, _) = aa
+        .api(
+            reqwest::Method::PUT,
+            &format!("/projects/library/webhook/policies/{policy}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200, "{text}");
+    let before = recv.got.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(4)).await; // the policy cache's lifetime, and then some
+    push_image(&c, &a.url(), "library/app", "v3", 72, 1, 300).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: Vec<String> = recv.got.lock().unwrap()[before..]
+        .iter()
+        .map(|h| h.body["type"].to_string())
+        .collect();
+    assert!(
+        !after.iter().any(|t| t.contains("pushed") || t.contains("PUSH")),
+        "a disabled policy delivered {after:?}"
+    );
+}

@@ -6,6 +6,7 @@
 mod handlers;
 mod replication;
 mod session;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -75,6 +76,7 @@ pub struct RouteInfo {
 pub fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
     use handlers as h;
     use replication as rp;
+    use webhooks as wh;
     use Need::*;
     let r = |method: Method, path: &'static str, summary: &'static str, need: Need, mr: MethodRouter<AppState>| {
         (
@@ -692,6 +694,69 @@ pub fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             "Stop a replication run",
             Sysadmin,
             put(rp::stop_execution),
+        ),
+        r(
+            Method::GET,
+            "/projects/{project}/webhook/policies",
+            "Webhook policies of a project",
+            Project(Perm::UpdateProject),
+            get(wh::list_policies),
+        ),
+        r(
+            Method::POST,
+            "/projects/{project}/webhook/policies",
+            "Add a webhook policy: events, targets, payload format, secret",
+            Project(Perm::UpdateProject),
+            post(wh::create_policy),
+        ),
+        r(
+            Method::GET,
+            "/projects/{project}/webhook/policies/{webhook_policy_id}",
+            "A webhook policy (secrets are not shown)",
+            Project(Perm::UpdateProject),
+            get(wh::get_policy),
+        ),
+        r(
+            Method::PUT,
+            "/projects/{project}/webhook/policies/{webhook_policy_id}",
+            "Change or disable a webhook policy",
+            Project(Perm::UpdateProject),
+            put(wh::update_policy),
+        ),
+        r(
+            Method::DELETE,
+            "/projects/{project}/webhook/policies/{webhook_policy_id}",
+            "Remove a webhook policy",
+            Project(Perm::UpdateProject),
+            delete(wh::delete_policy),
+        ),
+        r(
+            Method::GET,
+            "/projects/{project}/webhook/events",
+            "Event types and payload formats webhooks can send",
+            Project(Perm::UpdateProject),
+            get(wh::events),
+        ),
+        r(
+            Method::GET,
+            "/projects/{project}/webhook/policies/{webhook_policy_id}/executions",
+            "Deliveries of a webhook policy, newest first",
+            Project(Perm::UpdateProject),
+            get(wh::executions),
+        ),
+        r(
+            Method::GET,
+            "/projects/{project}/webhook/policies/{webhook_policy_id}/executions/{execution_id}/tasks",
+            "A delivery's task: the request it sends",
+            Project(Perm::UpdateProject),
+            get(wh::tasks),
+        ),
+        r(
+            Method::GET,
+            "/projects/{project}/webhook/policies/{webhook_policy_id}/executions/{execution_id}/tasks/{task_id}/log",
+            "Every attempt of a delivery and the answer it got",
+            Project(Perm::UpdateProject),
+            get(wh::task_log),
         ),
         r(
             Method::GET,

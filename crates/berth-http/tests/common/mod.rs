@@ -41,6 +41,7 @@ impl TestRegistry {
             vanity: None,
             replicator: None,
             proxy: None,
+            webhooks: None,
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
