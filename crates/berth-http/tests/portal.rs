@@ -108,6 +108,10 @@ async fn pages_follow_the_api() {
             "/api/v2.0/projects/secret/immutabletagrules",
         ),
         ("/admin/jobs", "/api/v2.0/system/gc"),
+        (
+            "/projects/secret/webhooks",
+            "/api/v2.0/projects/secret/webhook/policies",
+        ),
         ("/admin/replication", "/api/v2.0/registries"),
         (
             "/admin/replication/executions/999",
@@ -484,4 +488,89 @@ async fn an_admin_follows_replication_in_the_portal() {
     let page = load(&f, &sid, &run).await;
     assert!(page.contains(": Stopped</h1>"), "{page}");
     assert!(load(&f, &sid, "/admin/replication").await.contains("<td>Stopped</td>"));
+}
+
+#[tokio::test]
+async fn a_project_admin_follows_webhook_deliveries_in_the_portal() {
+    let f = Fixture::new().await;
+    let c = no_redirects();
+    let (user, password) = f.creds[&P::ProjectAdmin].clone();
+    let sid = sign_in(&f.base, &user, &password).await.unwrap();
+    let post = |path: &str, form: Vec<(&'static str, String)>| {
+        let req = c.post(format!("{}{path}", f.base)).header("cookie", &sid).form(&form);
+        async move { req.send().await.unwrap() }
+    };
+    // A push queues a delivery to the fixture's webhook; the page shows it.
+    let token = f
+        .token(P::Sysadmin, &["repository:secret/app:pull,push"])
+        .await
+        .unwrap();
+    let put = f
+        .client
+        .put(format!("{}/v2/secret/app/manifests/hooked", f.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(f.ids["manifest"].clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        let page = load(&f, &sid, "/projects/secret/webhooks").await;
+        if page.contains("<td>PUSH_ARTIFACT</td>") || std::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        page.contains("<code>http://127.0.0.1:9/hook</code> (Default, signed)"),
+        "{page}"
+    );
+    assert!(page.contains("<td>PUSH_ARTIFACT</td>"), "{page}");
+    assert!(page.contains("<td>Pending</td>"), "{page}");
+    assert!(!page.contains("Hook-Secret"), "{page}");
+    let csrf = csrf_in(&page);
+
+    // Add one from the form; a forged form changes nothing; remove it.
+    let form = |csrf: String| {
+        vec![
+            ("csrf", csrf),
+            ("name", "chat".into()),
+            ("address", "https://chat.example.test/in".into()),
+            ("payload_format", "CloudEvents".into()),
+            ("event_DELETE_ARTIFACT", "on".into()),
+            ("auth_header", "Bearer Chat-Token".into()),
+        ]
+    };
+    assert_eq!(
+        post("/projects/secret/webhooks", form("forged".into())).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(!load(&f, &sid, "/projects/secret/webhooks").await.contains("<h3>chat"));
+    let r = post("/projects/secret/webhooks", form(csrf.clone())).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = load(&f, &sid, "/projects/secret/webhooks").await;
+    assert!(
+        page.contains("<code>https://chat.example.test/in</code> (CloudEvents, with an Authorization header)"),
+        "{page}"
+    );
+    assert!(page.contains("<code>DELETE_ARTIFACT</code>"), "{page}");
+    assert!(!page.contains("Chat-Token"), "{page}");
+    let hooks: serde_json::Value = f
+        .client
+        .get(format!("{}/api/v2.0/projects/secret/webhook/policies", f.base))
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = hooks.as_array().unwrap().iter().find(|h| h["name"] == "chat").unwrap()["id"].clone();
+    let r = post(&format!("/projects/secret/webhooks/{id}/delete"), vec![("csrf", csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(!load(&f, &sid, "/projects/secret/webhooks")
+        .await
+        .contains("chat.example.test"));
 }

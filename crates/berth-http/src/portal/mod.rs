@@ -70,6 +70,7 @@ fn environment() -> Environment<'static> {
         "jobs.html",
         "replication.html",
         "execution.html",
+        "webhooks.html",
     );
     env.add_filter("size", |n: i64| human_size(n));
     env.add_filter("short", |d: String| {
@@ -137,6 +138,8 @@ pub fn router(st: AppState) -> Router {
         .route("/admin/replication/policies/{id}/delete", post(delete_policy))
         .route("/admin/replication/executions/{id}", get(execution))
         .route("/admin/replication/executions/{id}/stop", post(stop_execution))
+        .route("/projects/{p}/webhooks", get(webhooks).post(add_webhook))
+        .route("/projects/{p}/webhooks/{id}/delete", post(delete_webhook))
         .route("/projects/{p}/policies", get(policies))
         .route("/projects/{p}/policies/immutable", post(add_immutable))
         .route("/projects/{p}/policies/immutable/{id}/delete", post(delete_immutable))
@@ -1062,6 +1065,102 @@ async fn policies(
         json!({"project": proj, "tab": "policies", "rules": rules.items(), "quota": quota,
                "retention": retention, "executions": executions, "msg": flash(&q)}),
     )
+}
+
+async fn webhooks(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let proj = match project_ctx(&p, &v, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let base = format!("/projects/{}/webhook", enc(&name));
+    let list = p.get(&v, &format!("{base}/policies")).await;
+    if !list.ok() {
+        return p.failed(&v, &list);
+    }
+    let events = p.get(&v, &format!("{base}/events")).await;
+    let mut hooks = Vec::new();
+    for mut w in list.items() {
+        let id = w["id"].clone();
+        let mut deliveries = p
+            .get(&v, &format!("{base}/policies/{id}/executions?page_size=10"))
+            .await
+            .items();
+        for d in deliveries.iter_mut() {
+            let log = p
+                .call_text(
+                    &v,
+                    &format!("{base}/policies/{id}/executions/{0}/tasks/{0}/log", d["id"]),
+                )
+                .await;
+            d["log"] = json!(log);
+        }
+        w["deliveries"] = json!(deliveries);
+        hooks.push(w);
+    }
+    p.render(
+        Some(&v),
+        "webhooks.html",
+        StatusCode::OK,
+        json!({"project": proj, "tab": "webhooks", "hooks": hooks,
+               "event_types": events.body["event_type"], "formats": events.body["payload_formats"][0]["formats"],
+               "msg": flash(&q)}),
+    )
+}
+
+async fn add_webhook(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let events: Vec<&str> = berth_core::webhook::EVENT_TYPES
+        .iter()
+        .copied()
+        .filter(|e| f.get(&format!("event_{e}")).is_some_and(|x| x == "on"))
+        .collect();
+    let body = json!({
+        "name": field("name"), "event_types": events,
+        "targets": [{"type": "http", "address": field("address"), "payload_format": field("payload_format"),
+                     "secret": field("secret"), "auth_header": field("auth_header"),
+                     "skip_cert_verify": f.get("skip_cert_verify").is_some_and(|x| x == "on")}],
+    });
+    p.act(
+        &v,
+        Method::POST,
+        &format!("/projects/{}/webhook/policies", enc(&name)),
+        Some(body),
+        &f,
+        &format!("/projects/{}/webhooks", enc(&name)),
+        "Webhook added.",
+    )
+    .await
+}
+
+async fn delete_webhook(
+    State(p): State<Portal>,
+    h: HeaderMap,
+    Path((name, id)): Path<(String, i64)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let v = visitor!(p, h);
+    p.act(
+        &v,
+        Method::DELETE,
+        &format!("/projects/{}/webhook/policies/{id}", enc(&name)),
+        None,
+        &f,
+        &format!("/projects/{}/webhooks", enc(&name)),
+        "Webhook removed.",
+    )
+    .await
 }
 
 async fn add_immutable(
