@@ -119,6 +119,8 @@ pub struct Event {
     pub reference: String,
     pub tag: Option<String>,
     pub digest: Option<String>,
+    /// The manifest a pushed referrer (a signature, an SBOM) refers to.
+    pub subject: Option<String>,
 }
 
 /// Events a slow listener may fall behind by before it misses some.
@@ -909,6 +911,7 @@ impl Registry {
             reference: reference.to_string(),
             tag: record.tag.clone(),
             digest: Some(digest.to_string()),
+            subject: record.row.subject.clone(),
         });
         Ok(ManifestPut {
             digest,
@@ -938,6 +941,7 @@ impl Registry {
                     reference: t.to_string(),
                     tag: Some(t.to_string()),
                     digest: None,
+                    subject: None,
                 });
             }
             Reference::Digest(d) => {
@@ -962,6 +966,7 @@ impl Registry {
                         reference: t.name.clone(),
                         tag: Some(t.name),
                         digest: Some(d.clone()),
+                        subject: None,
                     });
                 }
             }

@@ -992,6 +992,20 @@ impl Replicator {
     }
 
     /// Adds event-based runs for a push or delete in this berth.
+    /// The tags on `digest` in `repo`.
+    async fn tags_of(&self, repo: &str, digest: &str) -> Result<Vec<String>> {
+        let db = self.registry.db();
+        let Some(id) = db.repository_id(repo).await? else {
+            return Ok(vec![]);
+        };
+        Ok(db
+            .manifest_tags(id, digest)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect())
+    }
+
     pub async fn on_event(&self, e: &crate::registry::Event) -> Result<usize> {
         let mut started = 0;
         for row in self.registry.db().policies().await? {
@@ -1002,28 +1016,33 @@ impl Replicator {
             if p.spec.trigger.kind != "event_based" || !p.spec.admits_repository(&e.repository) {
                 continue;
             }
-            let (operation, reference) = match &e.kind {
-                crate::registry::EventKind::Push => match &e.tag {
-                    Some(t) => ("push", t.clone()),
-                    None => continue,
+            let (operation, references) = match &e.kind {
+                crate::registry::EventKind::Push => match (&e.tag, &e.subject) {
+                    (Some(t), _) => ("push", vec![t.clone()]),
+                    // A referrer pushed by digest: runs for its subject's
+                    // tags carry it (a run copies the referrers it finds).
+                    (None, Some(subject)) => ("push", self.tags_of(&e.repository, subject).await?),
+                    (None, None) => continue,
                 },
-                crate::registry::EventKind::Delete if p.spec.deletion => ("delete", e.reference.clone()),
+                crate::registry::EventKind::Delete if p.spec.deletion => ("delete", vec![e.reference.clone()]),
                 _ => continue,
             };
-            if reference.contains(':') || !p.spec.admits_tag(&reference) {
-                continue;
+            for reference in references {
+                if reference.contains(':') || !p.spec.admits_tag(&reference) {
+                    continue;
+                }
+                self.start(
+                    p.row.id,
+                    "event_based",
+                    Some(RunEvent {
+                        repository: e.repository.clone(),
+                        reference,
+                        operation: operation.into(),
+                    }),
+                )
+                .await?;
+                started += 1;
             }
-            self.start(
-                p.row.id,
-                "event_based",
-                Some(RunEvent {
-                    repository: e.repository.clone(),
-                    reference,
-                    operation: operation.into(),
-                }),
-            )
-            .await?;
-            started += 1;
         }
         Ok(started)
     }

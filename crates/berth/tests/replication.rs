@@ -469,6 +469,16 @@ async fn push_and_pull_replication_between_two_berths() {
     assert_same_image(&cbe, &b.url(), "library/evt", "latest", &m).await;
     let runs = aa.get(&format!("/replication/executions?policy_id={evt}")).await;
     assert_eq!(runs[0]["trigger"], "event_based", "{runs}");
+    // A signature pushed later, by digest, follows its subject.
+    let sig = push_signature(&ce, &base_a, "library/evt", &m).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !referrers(&cbe, &b.url(), "library/evt", &digest_of(&m))
+        .await
+        .contains(&sig)
+    {
+        assert!(Instant::now() < deadline, "the signature pushed at A did not reach B");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let r = ce
         .delete(format!("{base_a}/v2/library/evt/manifests/latest"))
         .send()
