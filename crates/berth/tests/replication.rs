@@ -3,7 +3,9 @@
 //! images, an index and a signature referrer, digests compared byte for
 //! byte; a run taken over after the replica running it was killed; a remote
 //! that answers 429 and 503 now and then; event-based and scheduled
-//! triggers; and a copy into distribution, the reference registry.
+//! triggers; a copy into distribution, the reference registry, and back
+//! through a proxy cache; a proxy cache that serves while its upstream is
+//! down; and webhooks that a receiver checks for payload and signature.
 
 mod common;
 
@@ -607,6 +609,11 @@ struct FaultyProxy {
 
 impl FaultyProxy {
     async fn start(upstream: String, faults: u64) -> FaultyProxy {
+        FaultyProxy::start_with(upstream, faults, false).await
+    }
+
+    /// With `corrupt_blobs`, the last byte of every blob GET is changed.
+    async fn start_with(upstream: String, faults: u64, corrupt_blobs: bool) -> FaultyProxy {
         use axum::response::IntoResponse;
         let too_many = Arc::new(AtomicU64::new(0));
         let unavailable = Arc::new(AtomicU64::new(0));
@@ -632,6 +639,7 @@ impl FaultyProxy {
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down for a moment").into_response();
                 }
                 let (parts, body) = req.into_parts();
+                let corrupt = corrupt_blobs && parts.method == "GET" && parts.uri.path().contains("/blobs/sha256:");
                 let url = format!("{upstream}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
                 let mut out = client.request(parts.method, url);
                 for (k, v) in &parts.headers {
@@ -647,6 +655,13 @@ impl FaultyProxy {
                 let mut back = axum::http::Response::builder().status(resp.status().as_u16());
                 for (k, v) in resp.headers() {
                     back = back.header(k, v);
+                }
+                if corrupt && resp.status().is_success() {
+                    let mut bytes = resp.bytes().await.unwrap().to_vec();
+                    if let Some(last) = bytes.last_mut() {
+                        *last ^= 0xff;
+                    }
+                    return back.body(axum::body::Body::from(bytes)).unwrap();
                 }
                 back.body(axum::body::Body::from_stream(resp.bytes_stream())).unwrap()
             }
@@ -804,8 +819,23 @@ async fn replication_into_distribution() {
     assert_eq!(e["status"], "Succeed", "{e}\n{log}");
     assert_eq!(e["succeed"], 1, "{e}");
     assert_same_image(&reqwest::Client::new(), &url, "library/dist", "v1", &m).await;
+
+    // And back through a proxy cache project whose upstream is distribution.
+    aa.create("/projects", json!({"project_name": "distcache", "registry_id": reg}))
+        .await;
+    let cc = aa.registry_client(&["distcache/library/dist"]).await;
+    assert_same_image(&cc, &a.url(), "distcache/library/dist", "v1", &m).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tag_list(&cc, &a.url(), "distcache/library/dist")
+        .await
+        .contains(&"v1".to_string())
+    {
+        assert!(Instant::now() < deadline, "not cached from distribution");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = dist.kill();
     let _ = dist.wait();
+    assert_same_image(&cc, &a.url(), "distcache/library/dist", "v1", &m).await;
 }
 
 /// The tags `repo` has at `base`, as its tag list says.
@@ -1292,4 +1322,52 @@ async fn webhooks_deliver_signed_events_and_retry() {
         !after.iter().any(|t| t.contains("pushed") || t.contains("PUSH")),
         "a disabled policy delivered {after:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cache_keeps_nothing_that_fails_its_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Berth::start(&tmp.path().join("a"));
+    let b = Berth::start(&tmp.path().join("b"));
+    let (aa, ba) = (Admin::new(&a.url()), Admin::new(&b.url()));
+    let ca = aa.registry_client(&["library/app"]).await;
+    let m = push_image(&ca, &a.url(), "library/app", "v1", 80, 1, 300_000).await;
+    let liar = FaultyProxy::start_with(a.url(), 0, true).await;
+    let up = ba.registry_to("liar", "harbor", &liar.url).await;
+    ba.create("/projects", json!({"project_name": "bad", "registry_id": up}))
+        .await;
+    let cb = ba.registry_client(&["bad/library/app"]).await;
+    let r = cb
+        .get(format!("{}/v2/bad/library/app/manifests/v1", b.url()))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        m,
+        "manifests are checked by the upstream client"
+    );
+    let layer = serde_json::from_slice::<Value>(&m).unwrap()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = cb
+        .get(format!("{}/v2/bad/library/app/blobs/{layer}", b.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the bytes start flowing before they can be checked");
+    assert!(
+        r.bytes().await.is_err(),
+        "a blob whose bytes fail their digest ends in an error, never in a complete body"
+    );
+    // Nothing was cached: no blob, no manifest, and the log says why.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(tag_list(&cb, &b.url(), "bad/library/app").await.is_empty());
+    let log = b.log_text();
+    assert!(log.contains("was not stored") && log.contains(&layer), "{log}");
+    let artifacts = ba.get("/projects/bad/repositories/library%2Fapp/artifacts").await;
+    assert!(artifacts.as_array().is_none_or(|a| a.is_empty()), "{artifacts}");
 }
