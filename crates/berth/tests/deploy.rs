@@ -60,6 +60,7 @@ fn check(toml: &str, extra_env: &[(&str, &str)]) -> String {
         ("BERTH_DATABASE_URL", "postgres://berth:secret@postgres:5432/berth"),
         ("BERTH_REDIS_URL", "redis://:redis-secret@redis:6379/0"),
         ("BERTH_AUTH_TOKEN_KEY", "0123456789abcdef0123456789abcdef0123"),
+        ("BERTH_AUTH_SECRET_KEY", "fedcba9876543210fedcba9876543210fedc"),
         ("BERTH_ADMIN_PASSWORD", "A-Strong-Passw0rd"),
     ];
     env.extend_from_slice(extra_env);
@@ -85,6 +86,7 @@ fn check(toml: &str, extra_env: &[(&str, &str)]) -> String {
         "redis-secret",
         "A-Strong-Passw0rd",
         "0123456789abcdef",
+        "fedcba9876543210",
         "s3-secret-value",
     ] {
         assert!(!out.contains(secret), "{secret} printed:\n{out}");
