@@ -218,8 +218,27 @@ fn detail(text: &str) -> String {
 }
 
 fn network(what: &str, e: reqwest::Error) -> TransferError {
+    // reqwest's own message hides the cause ("error sending request"): the
+    // chain says whether it was a refused connection or a certificate.
+    let mut message = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    let certificate = message.to_lowercase().contains("certificate");
+    if certificate {
+        // Another attempt meets the same certificate.
+        return TransferError::permanent(format!(
+            "{message} (trust the registry's CA with ca_certificate, or set insecure)"
+        ));
+    }
     // Connection refused, reset, timed out: the next attempt may go through.
-    TransferError::transient(format!("{what}: {e}"))
+    TransferError::transient(message)
 }
 
 /// One field of a `WWW-Authenticate` challenge.

@@ -1371,3 +1371,85 @@ async fn a_proxy_cache_keeps_nothing_that_fails_its_digest() {
     let artifacts = ba.get("/projects/bad/repositories/library%2Fapp/artifacts").await;
     assert!(artifacts.as_array().is_none_or(|a| a.is_empty()), "{artifacts}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_endpoints_trust_what_they_are_told_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let (ok, _, err) = berth(&["tls", "init", "--dir", certs.to_str().unwrap(), "127.0.0.1"], &[]);
+    assert!(ok, "{err}");
+    let a = Berth::start_with(
+        &tmp.path().join("a"),
+        &[
+            "--tls-cert",
+            certs.join("server.crt").to_str().unwrap(),
+            "--tls-key",
+            certs.join("server.key").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let a_url = format!("https://{}", a.addr);
+    let b = Berth::start(&tmp.path().join("b"));
+    let ba = Admin::new(&b.url());
+    let ca_pem = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    let endpoint = |extra: Value| {
+        let mut e = json!({"name": "tls", "type": "harbor", "url": a_url,
+                           "credential": {"access_key": "admin", "access_secret": ADMIN_PASSWORD}});
+        e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        e
+    };
+    let ping = |body: Value| {
+        let ba = &ba;
+        async move { ba.api(reqwest::Method::POST, "/registries/ping", Some(body)).await }
+    };
+    // A CA the system does not know: refused, and the reason says so.
+    let (s, text, _) = ping(endpoint(json!({}))).await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    // Trusted through the endpoint's own CA, or by skipping the check.
+    let (s, text, _) = ping(endpoint(json!({"ca_certificate": ca_pem}))).await;
+    assert_eq!(s, 200, "{text}");
+    let (s, text, _) = ping(endpoint(json!({"insecure": true}))).await;
+    assert_eq!(s, 200, "{text}");
+    let (s, text, _) = ping(endpoint(json!({"ca_certificate": "not a certificate"}))).await;
+    assert_eq!(s, 400, "{text}");
+
+    // Content moves over it: a proxy cache of the HTTPS registry.
+    let reg = ba
+        .create("/registries", endpoint(json!({"ca_certificate": ca_pem})))
+        .await;
+    let shown = ba.get(&format!("/registries/{reg}")).await;
+    assert!(!shown.to_string().contains(ADMIN_PASSWORD), "{shown}");
+    let ca_client = {
+        let token = {
+            let r = reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+                .build()
+                .unwrap();
+            let v: Value = r
+                .get(format!(
+                    "{a_url}/service/token?service=berth&scope=repository:library/app:pull,push"
+                ))
+                .basic_auth("admin", Some(ADMIN_PASSWORD))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["token"].as_str().unwrap().to_string()
+        };
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .default_headers(h)
+            .build()
+            .unwrap()
+    };
+    let m = push_image(&ca_client, &a_url, "library/app", "v1", 90, 2, 20_000).await;
+    ba.create("/projects", json!({"project_name": "tlscache", "registry_id": reg}))
+        .await;
+    let cb = ba.registry_client(&["tlscache/library/app"]).await;
+    assert_same_image(&cb, &b.url(), "tlscache/library/app", "v1", &m).await;
+}
