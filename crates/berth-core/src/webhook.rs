@@ -203,13 +203,15 @@ fn context(policy_id: i64, field: &str, target: usize) -> String {
 
 struct Known {
     at: Instant,
+    project_id: i64,
     policies: Vec<(WebhookRow, Spec)>,
 }
 
 pub struct Webhooks {
     db: Db,
     sealer: Option<Sealer>,
-    projects: Mutex<HashMap<i64, Known>>,
+    /// By project name; None: no such project.
+    projects: Mutex<HashMap<String, Option<Known>>>,
     retry_ms: i64,
     attempts: i64,
     owner: String,
@@ -274,46 +276,73 @@ impl Webhooks {
 
     /// Forget cached policies of a project (after a change through this replica).
     pub fn changed(&self, project_id: i64) {
-        self.projects.lock().unwrap().remove(&project_id);
+        self.projects
+            .lock()
+            .unwrap()
+            .retain(|_, k| k.as_ref().is_some_and(|k| k.project_id != project_id));
     }
 
-    async fn policies(&self, project_id: i64) -> Result<Vec<(WebhookRow, Spec)>> {
-        if let Some(k) = self.projects.lock().unwrap().get(&project_id) {
-            if k.at.elapsed() < POLICY_TTL {
-                return Ok(k.policies.clone());
+    /// False only when it is known, without asking the database, that no
+    /// enabled policy of the project wants `event_type`: the cheap check
+    /// every pull makes.
+    pub fn may_want(&self, project: &str, event_type: &str) -> bool {
+        match self.projects.lock().unwrap().get(project) {
+            Some(None) => false,
+            Some(Some(k)) if k.at.elapsed() < POLICY_TTL => k
+                .policies
+                .iter()
+                .any(|(row, spec)| row.enabled && spec.event_types.iter().any(|t| t == event_type)),
+            _ => true,
+        }
+    }
+
+    async fn policies(&self, project: &str) -> Result<Option<(i64, Vec<(WebhookRow, Spec)>)>> {
+        if let Some(k) = self.projects.lock().unwrap().get(project) {
+            match k {
+                None => return Ok(None),
+                Some(k) if k.at.elapsed() < POLICY_TTL => return Ok(Some((k.project_id, k.policies.clone()))),
+                Some(_) => {}
             }
         }
-        let mut policies = Vec::new();
-        for row in self.db.webhooks(project_id).await? {
-            match serde_json::from_str::<Spec>(&row.spec) {
-                Ok(spec) => policies.push((row, spec)),
-                Err(e) => tracing::warn!(policy = row.id, error = %e, "a stored webhook policy does not parse"),
+        let known = match self.db.project_by_name(project).await? {
+            None => None,
+            Some(p) => {
+                let mut policies = Vec::new();
+                for row in self.db.webhooks(p.id).await? {
+                    match serde_json::from_str::<Spec>(&row.spec) {
+                        Ok(spec) => policies.push((row, spec)),
+                        Err(e) => tracing::warn!(policy = row.id, error = %e, "a stored webhook policy does not parse"),
+                    }
+                }
+                Some(Known {
+                    at: Instant::now(),
+                    project_id: p.id,
+                    policies,
+                })
             }
+        };
+        let out = known.as_ref().map(|k| (k.project_id, k.policies.clone()));
+        // An unknown project is not cached: it may be created any moment.
+        if known.is_some() {
+            self.projects.lock().unwrap().insert(project.to_string(), known);
         }
-        self.projects.lock().unwrap().insert(
-            project_id,
-            Known {
-                at: Instant::now(),
-                policies: policies.clone(),
-            },
-        );
-        Ok(policies)
+        Ok(out)
     }
 
     /// Queues deliveries of `n` to every enabled policy of its project that
     /// wants it. Returns how many were queued.
     pub async fn notify(&self, n: &Notice) -> Result<usize> {
-        let Some(project) = self.db.project_by_name(&n.project).await? else {
+        let Some((project_id, policies)) = self.policies(&n.project).await? else {
             return Ok(0);
         };
         let now = berth_db::now_ms();
         let mut queued = 0;
-        for (row, spec) in self.policies(project.id).await? {
+        for (row, spec) in policies {
             if !row.enabled || !spec.event_types.iter().any(|t| t == n.event_type) {
                 continue;
             }
             for (i, t) in spec.targets.iter().enumerate() {
-                let (body, content_type) = payload(&t.payload_format, n, row.id, project.id, now);
+                let (body, content_type) = payload(&t.payload_format, n, row.id, project_id, now);
                 let d = Delivery {
                     policy_id: row.id,
                     target: i,
@@ -337,6 +366,9 @@ impl Webhooks {
 
     /// As [`Webhooks::notify`], in the background: the caller's answer does not wait.
     pub fn notify_later(self: &Arc<Self>, n: Notice) {
+        if !self.may_want(&n.project, n.event_type) {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.notify(&n).await {

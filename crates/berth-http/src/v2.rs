@@ -164,6 +164,11 @@ fn notify(
     use berth_core::webhook::{Notice, QUOTA_EXCEED};
     let Some(name) = ep.name() else { return };
     let (project, short) = name.as_str().split_once('/').unwrap_or(("", name.as_str()));
+    // Most pulls go to projects without webhooks: know that before building anything.
+    let event = if served.is_err() { QUOTA_EXCEED } else { kind };
+    if !w.may_want(project, event) {
+        return;
+    }
     let repository = serde_json::json!({
         "name": short, "namespace": project, "repo_full_name": name.as_str(),
     });
