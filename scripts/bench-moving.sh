@@ -20,6 +20,7 @@ start() { # name: starts a server; its base URL goes into $WORK/name.url
   mkdir -p "$dir"
   BERTH_ADMIN_PASSWORD=$PW RUST_LOG=warn,berth=info NO_COLOR=1 \
     "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir" >/dev/null 2>"$dir.log" &
+  echo $! >"$dir.pid"
   for _ in $(seq 1 300); do
     if grep -q "berth is serving" "$dir.log" 2>/dev/null; then
       sed -n 's/.*listen=\([^ ]*\).*/http:\/\/\1/p' "$dir.log" | head -1 >"$dir.url"
@@ -32,6 +33,9 @@ start() { # name: starts a server; its base URL goes into $WORK/name.url
 }
 
 now() { date +%s.%N; }
+# CPU seconds (user + system) a server has used so far.
+cpu() { python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))" "$(cat "$WORK/$1.pid")"; }
+cpus() { python3 -c "import sys; a0,a1,b0,b1,g=map(float,sys.argv[1:]); print(f'(CPU-s per GiB: upstream {(a1-a0)/g:.2f}, this side {(b1-b0)/g:.2f})')" "$@"; }
 rate() { python3 -c "import sys; b,t0,t1=map(float,sys.argv[1:]); print(f'{b/(t1-t0)/1e6:.0f}')" "$@"; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 token() { curl -sf -u "admin:$PW" "$1/service/token?service=berth&scope=repository:$2:pull,push" | json "['token']"; }
@@ -82,6 +86,8 @@ echo "plain pull from upstream (curl): $(rate "$BYTES" "$t0" "$t1") MB/s"
 # Replication A -> B, pull-based.
 REG=$(api "$B" POST /registries "{\"name\":\"a\",\"type\":\"harbor\",\"url\":\"$A\",\"credential\":{\"access_key\":\"admin\",\"access_secret\":\"$PW\"}}")
 POL=$(api "$B" POST /replication/policies "{\"name\":\"from-a\",\"src_registry\":{\"id\":$REG},\"filters\":[{\"type\":\"name\",\"value\":\"library/big\"}]}")
+GIB=$(python3 -c "print($BYTES / (1 << 30))")
+ca0=$(cpu a); cb0=$(cpu b)
 t0=$(now)
 EXE=$(api "$B" POST /replication/executions "{\"policy_id\":$POL}")
 while :; do
@@ -92,13 +98,14 @@ while :; do
 done
 t1=$(now)
 [ "$status" = Succeed ] || { echo "replication ended $status: $(cat "$WORK/resp.body")" >&2; exit 1; }
-echo "replication run (pull-based):   $(rate "$BYTES" "$t0" "$t1") MB/s"
+echo "replication run (pull-based):   $(rate "$BYTES" "$t0" "$t1") MB/s $(cpus "$ca0" "$(cpu a)" "$cb0" "$(cpu b)" "$GIB")"
 
 # Proxy cache: first pull goes to upstream and is stored on the way.
 api "$B" POST /projects "{\"project_name\":\"hub\",\"registry_id\":$REG}" >/dev/null
 TB=$(token "$B" hub/library/big)
+ca0=$(cpu a); cb0=$(cpu b)
 t0=$(now); curl -sf -H "authorization: Bearer $TB" "$B/v2/hub/library/big/blobs/$DIGEST" -o /dev/null; t1=$(now)
-echo "proxy cache, first pull:        $(rate "$BYTES" "$t0" "$t1") MB/s"
+echo "proxy cache, first pull:        $(rate "$BYTES" "$t0" "$t1") MB/s $(cpus "$ca0" "$(cpu a)" "$cb0" "$(cpu b)" "$GIB")"
 # The manifest, which is cached once its layer is (it is, by the pull above).
 curl -sf -H "authorization: Bearer $TB" -H 'accept: application/vnd.oci.image.manifest.v1+json' \
   "$B/v2/hub/library/big/manifests/v1" -o /dev/null
