@@ -486,7 +486,13 @@ impl Side {
         match self {
             Side::Local(r) => {
                 let db = r.db();
-                if db.project_by_name(project).await.map_err(Error::from)?.is_none() {
+                let existing = db.project_by_name(project).await.map_err(Error::from)?;
+                if existing.as_ref().is_some_and(|p| p.registry_id.is_some()) {
+                    return Err(TransferError::permanent(format!(
+                        "project {project} is a proxy cache: replication does not write into it; choose another destination namespace"
+                    )));
+                }
+                if existing.is_none() {
                     let owner = db.user_by_name("admin").await.map_err(Error::from)?.map_or(1, |u| u.id);
                     // Another run may create it meanwhile; either way it exists.
                     let _ = db

@@ -983,6 +983,43 @@ async fn a_proxy_cache_serves_while_its_upstream_is_down() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "a manifest push is refused too");
+    // Nor does replication write into it.
+    let into_cache = ba
+        .create(
+            "/replication/policies",
+            json!({"name": "into-cache", "src_registry": {"id": up}, "dest_namespace": "hub",
+                   "filters": [{"type": "name", "value": "library/app"}]}),
+        )
+        .await;
+    let id = ba
+        .create("/replication/executions", json!({"policy_id": into_cache}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tasks = loop {
+        let tasks = ba.tasks(id).await;
+        if tasks.iter().any(|t| t["status"] == "Failed") {
+            break tasks;
+        }
+        assert!(Instant::now() < deadline, "no task failed: {tasks:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (s, _, _) = ba
+        .api(reqwest::Method::PUT, &format!("/replication/executions/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "the failed run (waiting to be retried) is stopped");
+    let mut logs = String::new();
+    for t in &tasks {
+        logs.push_str(
+            &ba.api(
+                reqwest::Method::GET,
+                &format!("/replication/executions/{id}/tasks/{}/log", t["id"]),
+                None,
+            )
+            .await
+            .1,
+        );
+    }
+    assert!(logs.contains("is a proxy cache"), "{tasks:?}\n{logs}");
 
     // Upstream stops: what was cached still serves, byte-exact.
     a.kill();
