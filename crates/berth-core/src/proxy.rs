@@ -98,6 +98,14 @@ fn once(bytes: Bytes) -> ByteStream {
     Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
 }
 
+/// Waits for a fetch to end: whether it stored the blob.
+async fn settled(done: &mut Done) -> bool {
+    done.wait_for(Option::is_some)
+        .await
+        .map(|v| *v == Some(true))
+        .unwrap_or(false)
+}
+
 fn receiver_stream(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> ByteStream {
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|x| (x, rx))
@@ -332,17 +340,13 @@ impl ProxyCache {
         }
         let waiting = self.inflight.lock().unwrap().get(digest).cloned();
         if let Some(mut done) = waiting {
-            let _ = done.wait_for(Option::is_some).await;
+            settled(&mut done).await;
             if present(self.registry().stat_blob(repo, digest).await)? {
                 return Ok(());
             }
         }
         let (_, _, mut done) = self.fetch(up, repo, digest, false).await?;
-        let stored = done
-            .wait_for(Option::is_some)
-            .await
-            .map(|v| *v == Some(true))
-            .unwrap_or(false);
+        let stored = settled(&mut done).await;
         if stored {
             Ok(())
         } else {
@@ -376,11 +380,7 @@ impl ProxyCache {
         // Someone is fetching it already: wait, then serve what was stored.
         let waiting = self.inflight.lock().unwrap().get(digest).cloned();
         if let Some(mut done) = waiting {
-            let stored = done
-                .wait_for(Option::is_some)
-                .await
-                .map(|v| *v == Some(true))
-                .unwrap_or(false);
+            let stored = settled(&mut done).await;
             if stored {
                 if let Ok(read) = self.registry().get_blob(repo, digest, None).await {
                     return Ok((read.size, Some(read.stream)));
