@@ -217,11 +217,11 @@ fn detail(text: &str) -> String {
     }
 }
 
-fn network(what: &str, e: reqwest::Error) -> TransferError {
-    // reqwest's own message hides the cause ("error sending request"): the
-    // chain says whether it was a refused connection or a certificate.
-    let mut message = format!("{what}: {e}");
-    let mut source = std::error::Error::source(&e);
+/// An error and the causes it hides ("error sending request": refused? a
+/// certificate?), each once.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
         if !message.contains(&text) {
@@ -230,6 +230,13 @@ fn network(what: &str, e: reqwest::Error) -> TransferError {
         }
         source = s.source();
     }
+    message
+}
+
+fn network(what: &str, e: reqwest::Error) -> TransferError {
+    // reqwest's own message hides the cause ("error sending request"): the
+    // chain says whether it was a refused connection or a certificate.
+    let message = format!("{what}: {}", with_causes(&e));
     let certificate = message.to_lowercase().contains("certificate");
     if certificate {
         // Another attempt meets the same certificate.

@@ -447,6 +447,9 @@ impl Webhooks {
         let Some(row) = row else {
             return Ok("the policy was deleted; not sent".into());
         };
+        if !row.enabled {
+            return Ok("the policy was disabled; not sent".into());
+        }
         let spec: Spec = serde_json::from_str(&row.spec).map_err(|e| format!("the stored policy: {e}"))?;
         let target = spec.targets.get(d.target).cloned().unwrap_or_default();
         let open = |v: &Option<String>, field: &str| -> std::result::Result<Option<String>, String> {
@@ -497,7 +500,11 @@ impl Webhooks {
                     }
                 ))
             }
-            Err(e) => Err(format!("attempt {attempt}: POST {}: {e}", d.address)),
+            Err(e) => Err(format!(
+                "attempt {attempt}: POST {}: {}",
+                d.address,
+                crate::remote::with_causes(&e)
+            )),
         }
     }
 }

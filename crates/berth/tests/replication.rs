@@ -1180,6 +1180,7 @@ async fn webhooks_deliver_signed_events_and_retry() {
             json!({"name": "ci", "event_types": events, "targets": [
                 {"type": "http", "address": flaky, "auth_header": "Bearer hook-token", "secret": "s3cret"},
                 {"type": "http", "address": cloud, "payload_format": "CloudEvents", "secret": "s3cret"},
+                {"type": "http", "address": "http://127.0.0.1:9/closed"},
             ]}),
         )
         .await;
@@ -1337,6 +1338,24 @@ async fn webhooks_deliver_signed_events_and_retry() {
         .1;
     assert_eq!(log.matches("answered 500").count(), 2, "{log}");
     assert!(log.contains("answered 200"), "{log}");
+    // A target nobody listens at: the log says why, and attempts remain.
+    let closed = list
+        .iter()
+        .find(|x| x["extra_attrs"]["address"] == "http://127.0.0.1:9/closed")
+        .unwrap_or_else(|| panic!("{list:?}"));
+    let cid = closed["id"].as_i64().unwrap();
+    let log = aa
+        .api(
+            reqwest::Method::GET,
+            &format!("/projects/library/webhook/policies/{policy}/executions/{cid}/tasks/{cid}/log"),
+            None,
+        )
+        .await
+        .1;
+    assert!(
+        log.to_lowercase().contains("connection refused") && log.contains("attempts left"),
+        "{log}"
+    );
 
     // A disabled policy sends nothing more.
     let (s, text, _) = aa
@@ -1359,6 +1378,23 @@ async fn webhooks_deliver_signed_events_and_retry() {
         !after.iter().any(|t| t.contains("pushed") || t.contains("PUSH")),
         "a disabled policy delivered {after:?}"
     );
+    // Its queued retries end without sending.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = aa
+            .api(
+                reqwest::Method::GET,
+                &format!("/projects/library/webhook/policies/{policy}/executions/{cid}/tasks/{cid}/log"),
+                None,
+            )
+            .await
+            .1;
+        if log.contains("the policy was disabled; not sent") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a retry of a disabled policy: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
