@@ -451,6 +451,34 @@ async fn an_admin_follows_replication_in_the_portal() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(!load(&f, &sid, "/admin/replication").await.contains("<td>dist</td>"));
 
+    // A proxy cache project from the projects page.
+    let page = load(&f, &sid, "/projects").await;
+    assert!(page.contains("Proxy cache of"), "{page}");
+    let reg = f.ids["registry_id"].clone();
+    let r = post(
+        "/projects",
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "mirror".into()),
+            ("registry", reg.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = load(&f, &sid, "/projects/mirror").await;
+    assert!(page.contains("<span class=\"badge\">proxy cache</span>"), "{page}");
+    let got: serde_json::Value = f
+        .client
+        .get(format!("{}/api/v2.0/projects/mirror", f.base))
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["registry_id"].to_string(), reg, "{got}");
+
     // A policy from the form, then a run of it, followed on its page, and stopped.
     let reg = f.ids["registry_id"].clone();
     let r = post(

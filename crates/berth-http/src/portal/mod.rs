@@ -582,12 +582,18 @@ async fn dashboard(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields
 async fn projects(State(p): State<Portal>, h: HeaderMap, Query(q): Query<Fields>) -> Response {
     let v = visitor!(p, h);
     let filter = q.get("q").map(String::as_str);
+    // Administrators may make a new project a proxy cache of a registry.
+    let registries = if v.who.is_sysadmin() {
+        p.get(&v, "/registries?page_size=100").await.items()
+    } else {
+        Vec::new()
+    };
     match project_list(&p, &v, filter).await {
         Ok(list) => p.render(
             Some(&v),
             "projects.html",
             StatusCode::OK,
-            json!({"projects": list, "q": filter, "msg": flash(&q)}),
+            json!({"projects": list, "q": filter, "msg": flash(&q), "registries": registries}),
         ),
         Err(r) => r,
     }
@@ -597,11 +603,15 @@ async fn create_project(State(p): State<Portal>, h: HeaderMap, Form(f): Form<Fie
     let v = visitor!(p, h);
     let name = f.get("name").cloned().unwrap_or_default();
     let public = f.get("public").is_some_and(|x| x == "on" || x == "true");
+    let mut body = json!({"project_name": name, "metadata": {"public": public.to_string()}});
+    if let Some(id) = f.get("registry").and_then(|r| r.parse::<i64>().ok()) {
+        body["registry_id"] = json!(id);
+    }
     p.act(
         &v,
         Method::POST,
         "/projects",
-        Some(json!({"project_name": name, "metadata": {"public": public.to_string()}})),
+        Some(body),
         &f,
         &format!("/projects/{}", enc(&name)),
         &format!("Project {name} created."),
