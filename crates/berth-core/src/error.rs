@@ -46,6 +46,10 @@ impl std::error::Error for Error {}
 
 impl From<berth_db::DbError> for Error {
     fn from(e: berth_db::DbError) -> Error {
-        Error::internal("database error", e)
+        match e {
+            // A name already taken, a row still in use: the caller's to fix (409).
+            berth_db::DbError::Conflict(m) => Error::new(ErrorCode::InUse, m),
+            e => Error::internal("database error", e),
+        }
     }
 }

@@ -106,6 +106,13 @@ pub async fn set_schedule(db: &berth_db::Db, name: &str, kind: &str, cron: Optio
     Ok(())
 }
 
+/// The start of the serialised arguments of the jobs of one policy: job
+/// arguments whose first field is `policy_id` (replication runs, webhook
+/// deliveries) are found by it with [`berth_db::Db::jobs_with_args`].
+pub fn policy_args_prefix(policy_id: i64) -> String {
+    format!("{{\"policy_id\":{policy_id},")
+}
+
 /// Runs jobs for one process.
 pub struct Runner {
     registry: Arc<Registry>,
@@ -184,7 +191,7 @@ impl Runner {
                 GC => self.run_gc(job.id, &job.args).await,
                 RETENTION => self.run_retention(job.id, &job.args).await,
                 SCRUB => self.run_scrub(job.id).await,
-                REPLICATION => self.run_replication(job.id, &job.args).await,
+                REPLICATION => self.run_replication(&job).await,
                 other => Err(Error::internal("job", format!("no runner for jobs of kind {other}"))),
             };
             let db = self.registry.db();
@@ -340,9 +347,10 @@ impl Runner {
         Ok(serde_json::to_string(&report).expect("report serialises"))
     }
 
-    async fn run_replication(&self, id: i64, args: &str) -> Result<String> {
+    async fn run_replication(&self, job: &berth_db::JobRow) -> Result<String> {
+        let id = job.id;
         let a: crate::replication::RunArgs =
-            serde_json::from_str(args).map_err(|e| Error::internal("replication job arguments", e))?;
+            serde_json::from_str(&job.args).map_err(|e| Error::internal("replication job arguments", e))?;
         let Some(rep) = &self.replicator else {
             return Err(Error::internal("replication job", "this runner does not replicate"));
         };
@@ -356,7 +364,7 @@ impl Runner {
         let work = rep.run(id, &a, &log, &set_progress);
         let outcome = self.with_heartbeat(id, work, progress, lines).await;
         if let Some(w) = &self.webhooks {
-            if let Err(e) = self.replication_notices(w, id, &a, &outcome).await {
+            if let Err(e) = self.replication_notices(w, job, &a, &outcome).await {
                 tracing::warn!(job = id, error = %e, "queueing replication webhooks failed");
             }
         }
@@ -368,7 +376,7 @@ impl Runner {
     async fn replication_notices(
         &self,
         w: &crate::webhook::Webhooks,
-        id: i64,
+        job: &berth_db::JobRow,
         a: &crate::replication::RunArgs,
         outcome: &Result<crate::replication::RunProgress>,
     ) -> Result<()> {
@@ -378,6 +386,7 @@ impl Runner {
         };
         let policy = crate::replication::Policy::from_row(row)?;
         let pushes = policy.pushes();
+        let id = job.id;
         let tasks = db.tasks(id).await?;
         let mut by_project: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
         for t in &tasks {
@@ -392,7 +401,6 @@ impl Runner {
             Ok(p) => ("Success", serde_json::to_value(p).unwrap_or_default()),
             Err(e) => ("Failed", serde_json::json!({"error": e.message})),
         };
-        let operator = db.job(id).await?.map(|j| j.triggered_by).unwrap_or_default();
         for (project, artifacts) in by_project {
             let data = serde_json::json!({
                 "replication": {
@@ -406,7 +414,7 @@ impl Runner {
             w.notify(&crate::webhook::Notice {
                 event_type: crate::webhook::REPLICATION,
                 project,
-                operator: operator.clone(),
+                operator: job.triggered_by.clone(),
                 data,
             })
             .await?;

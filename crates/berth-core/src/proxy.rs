@@ -33,7 +33,6 @@ const CHANNEL_CHUNKS: usize = 8;
 /// The registry a proxy cache project mirrors.
 pub struct Upstream {
     pub project: String,
-    pub registry_id: i64,
     pub url: String,
     remote: Arc<Remote>,
 }
@@ -162,7 +161,6 @@ impl ProxyCache {
                 };
                 Some(Arc::new(Upstream {
                     project: project.to_string(),
-                    registry_id: id,
                     url: row.url,
                     remote,
                 }))

@@ -861,8 +861,7 @@ impl Replicator {
                 created_at: 0,
                 updated_at: 0,
             })
-            .await
-            .map_err(conflict)?;
+            .await?;
         if let Some(secret) = r.access_secret.as_deref().filter(|s| !s.is_empty()) {
             let mut row = db.registry(id).await?.expect("just created");
             row.access_secret = Some(self.seal(id, secret)?);
@@ -896,7 +895,7 @@ impl Replicator {
             updated_at: 0,
         })
         .await
-        .map_err(conflict)
+        .map_err(Error::from)
     }
 
     /// A client for a stored registry, its password opened.
@@ -1292,13 +1291,6 @@ pub fn schedule_name(policy_id: i64) -> String {
     format!("replication-{policy_id}")
 }
 
-fn conflict(e: berth_db::DbError) -> Error {
-    match e {
-        berth_db::DbError::Conflict(m) => Error::new(ErrorCode::InUse, m),
-        e => e.into(),
-    }
-}
-
 fn remote_for(
     url: &str,
     user: &str,
@@ -1331,6 +1323,18 @@ mod tests {
                 .collect(),
             ..Spec::default()
         }
+    }
+
+    #[test]
+    fn run_arguments_begin_with_their_policy() {
+        let a = RunArgs {
+            policy_id: 7,
+            trigger: "event_based".into(),
+            event: Some(RunEvent::default()),
+        };
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.starts_with(&crate::jobs::policy_args_prefix(7)), "{json}");
+        assert!(!json.starts_with(&crate::jobs::policy_args_prefix(70)), "{json}");
     }
 
     #[test]

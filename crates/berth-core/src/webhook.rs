@@ -148,11 +148,6 @@ impl Delivery {
     }
 }
 
-/// The prefix of the arguments of `policy_id`'s deliveries.
-pub fn args_prefix(policy_id: i64) -> String {
-    format!("{{\"policy_id\":{policy_id},")
-}
-
 /// Harbor's name for an event in CloudEvents.
 fn cloud_type(event_type: &str) -> &'static str {
     match event_type {
@@ -210,8 +205,8 @@ struct Known {
 pub struct Webhooks {
     db: Db,
     sealer: Option<Sealer>,
-    /// By project name; None: no such project.
-    projects: Mutex<HashMap<String, Option<Known>>>,
+    /// By project name.
+    projects: Mutex<HashMap<String, Known>>,
     retry_ms: i64,
     attempts: i64,
     owner: String,
@@ -276,10 +271,7 @@ impl Webhooks {
 
     /// Forget cached policies of a project (after a change through this replica).
     pub fn changed(&self, project_id: i64) {
-        self.projects
-            .lock()
-            .unwrap()
-            .retain(|_, k| k.as_ref().is_some_and(|k| k.project_id != project_id));
+        self.projects.lock().unwrap().retain(|_, k| k.project_id != project_id);
     }
 
     /// False only when it is known, without asking the database, that no
@@ -287,8 +279,7 @@ impl Webhooks {
     /// every pull makes.
     pub fn may_want(&self, project: &str, event_type: &str) -> bool {
         match self.projects.lock().unwrap().get(project) {
-            Some(None) => false,
-            Some(Some(k)) if k.at.elapsed() < POLICY_TTL => k
+            Some(k) if k.at.elapsed() < POLICY_TTL => k
                 .policies
                 .iter()
                 .any(|(row, spec)| row.enabled && spec.event_types.iter().any(|t| t == event_type)),
@@ -296,37 +287,33 @@ impl Webhooks {
         }
     }
 
+    /// The project's id and policies; None if there is no such project
+    /// (not cached: it may be created any moment).
     async fn policies(&self, project: &str) -> Result<Option<(i64, Vec<(WebhookRow, Spec)>)>> {
         if let Some(k) = self.projects.lock().unwrap().get(project) {
-            match k {
-                None => return Ok(None),
-                Some(k) if k.at.elapsed() < POLICY_TTL => return Ok(Some((k.project_id, k.policies.clone()))),
-                Some(_) => {}
+            if k.at.elapsed() < POLICY_TTL {
+                return Ok(Some((k.project_id, k.policies.clone())));
             }
         }
-        let known = match self.db.project_by_name(project).await? {
-            None => None,
-            Some(p) => {
-                let mut policies = Vec::new();
-                for row in self.db.webhooks(p.id).await? {
-                    match serde_json::from_str::<Spec>(&row.spec) {
-                        Ok(spec) => policies.push((row, spec)),
-                        Err(e) => tracing::warn!(policy = row.id, error = %e, "a stored webhook policy does not parse"),
-                    }
-                }
-                Some(Known {
-                    at: Instant::now(),
-                    project_id: p.id,
-                    policies,
-                })
-            }
+        let Some(p) = self.db.project_by_name(project).await? else {
+            return Ok(None);
         };
-        let out = known.as_ref().map(|k| (k.project_id, k.policies.clone()));
-        // An unknown project is not cached: it may be created any moment.
-        if known.is_some() {
-            self.projects.lock().unwrap().insert(project.to_string(), known);
+        let mut policies = Vec::new();
+        for row in self.db.webhooks(p.id).await? {
+            match serde_json::from_str::<Spec>(&row.spec) {
+                Ok(spec) => policies.push((row, spec)),
+                Err(e) => tracing::warn!(policy = row.id, error = %e, "a stored webhook policy does not parse"),
+            }
         }
-        Ok(out)
+        self.projects.lock().unwrap().insert(
+            project.to_string(),
+            Known {
+                at: Instant::now(),
+                project_id: p.id,
+                policies: policies.clone(),
+            },
+        );
+        Ok(Some((p.id, policies)))
     }
 
     /// Queues deliveries of `n` to every enabled policy of its project that
@@ -621,7 +608,8 @@ mod tests {
             content_type: "application/json".into(),
             body: "{}".into(),
         };
-        assert!(serde_json::to_string(&d).unwrap().starts_with(&args_prefix(12)));
-        assert!(!serde_json::to_string(&d).unwrap().starts_with(&args_prefix(1)));
+        let prefix = crate::jobs::policy_args_prefix;
+        assert!(serde_json::to_string(&d).unwrap().starts_with(&prefix(12)));
+        assert!(!serde_json::to_string(&d).unwrap().starts_with(&prefix(1)));
     }
 }

@@ -280,20 +280,7 @@ impl Db {
 
     /// Jobs of a kind, newest first, with the total.
     pub async fn jobs(&self, kind: &str, offset: i64, limit: i64) -> Result<(Vec<JobRow>, i64)> {
-        let rows = sqlx::query(&self.q(&format!(
-            "SELECT {COLS} FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT ? OFFSET ?"
-        )))
-        .bind(kind)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total: i64 = sqlx::query(&self.q("SELECT COUNT(*) FROM jobs WHERE kind = ?"))
-            .bind(kind)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        Ok((rows.iter().map(job_row).collect::<Result<_>>()?, total))
+        self.jobs_with_args(kind, "", offset, limit).await
     }
 
     /// Jobs of a kind whose arguments begin with `args_prefix`, newest

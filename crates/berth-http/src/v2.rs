@@ -118,17 +118,22 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
         Err(e) => return Err(e.into()),
     };
     let audit_target = audit_target(&ep, &method, st.audit_pulls);
-    // What a webhook would say of this request: its event, endpoint and host.
+    // What a webhook would say of this request, decided before it is served
+    // (most requests go to projects that no webhook listens to).
     let hook = st.webhooks.as_ref().and_then(|w| {
-        hook_event(&ep, &method).map(|e| {
+        let project = ep.name()?.as_str().split('/').next()?;
+        let (on_success, quota) = hook_events(&ep, &method);
+        let wanted = on_success.is_some_and(|e| w.may_want(project, e))
+            || (quota && w.may_want(project, berth_core::webhook::QUOTA_EXCEED));
+        wanted.then(|| {
             let base = crate::token::external_base(st, req.headers());
             let host = base.split_once("://").map_or(base.as_str(), |(_, h)| h).to_string();
-            (w, e, ep.clone(), host)
+            (w, on_success, ep.clone(), host)
         })
     });
     let served = serve(st, ep, req, q, method).await;
-    if let Some((w, kind, ep, host)) = hook {
-        notify(w, &ep, kind, &served, &who.name, &host);
+    if let Some((w, on_success, ep, host)) = hook {
+        notify(w, &ep, on_success, &served, &who.name, &host);
     }
     let resp = served?;
     if let (Some(accounts), Some((op, resource))) = (&st.accounts, audit_target) {
@@ -139,16 +144,16 @@ async fn handle(st: &AppState, ep: Endpoint, req: Request) -> Result<Response> {
     Ok(resp)
 }
 
-/// The webhook event a successful request makes, if any. A refused push
-/// may make a quota one instead.
-fn hook_event(ep: &Endpoint, method: &Method) -> Option<&'static str> {
+/// The webhook event a request makes when it succeeds, and whether a quota
+/// can refuse it (which makes a QUOTA_EXCEED event).
+fn hook_events(ep: &Endpoint, method: &Method) -> (Option<&'static str>, bool) {
     use berth_core::webhook::*;
     match (ep, method) {
-        (Endpoint::Manifest { .. }, &Method::PUT) => Some(PUSH_ARTIFACT),
-        (Endpoint::Manifest { .. }, &Method::GET) => Some(PULL_ARTIFACT),
-        (Endpoint::Manifest { .. }, &Method::DELETE) => Some(DELETE_ARTIFACT),
-        (Endpoint::Uploads { .. } | Endpoint::Upload { .. }, _) => Some(QUOTA_EXCEED),
-        _ => None,
+        (Endpoint::Manifest { .. }, &Method::PUT) => (Some(PUSH_ARTIFACT), true),
+        (Endpoint::Manifest { .. }, &Method::GET) => (Some(PULL_ARTIFACT), false),
+        (Endpoint::Manifest { .. }, &Method::DELETE) => (Some(DELETE_ARTIFACT), false),
+        (Endpoint::Uploads { .. } | Endpoint::Upload { .. }, _) => (None, true),
+        _ => (None, false),
     }
 }
 
@@ -156,7 +161,7 @@ fn hook_event(ep: &Endpoint, method: &Method) -> Option<&'static str> {
 fn notify(
     w: &std::sync::Arc<berth_core::webhook::Webhooks>,
     ep: &Endpoint,
-    kind: &'static str,
+    on_success: Option<&'static str>,
     served: &Result<Response>,
     operator: &str,
     host: &str,
@@ -164,11 +169,6 @@ fn notify(
     use berth_core::webhook::{Notice, QUOTA_EXCEED};
     let Some(name) = ep.name() else { return };
     let (project, short) = name.as_str().split_once('/').unwrap_or(("", name.as_str()));
-    // Most pulls go to projects without webhooks: know that before building anything.
-    let event = if served.is_err() { QUOTA_EXCEED } else { kind };
-    if !w.may_want(project, event) {
-        return;
-    }
     let repository = serde_json::json!({
         "name": short, "namespace": project, "repo_full_name": name.as_str(),
     });
@@ -176,8 +176,8 @@ fn notify(
         Endpoint::Manifest { reference, .. } => Some(reference.to_string()),
         _ => None,
     };
-    let data = match served {
-        Ok(resp) if resp.status().is_success() && kind != QUOTA_EXCEED => {
+    let (event_type, data) = match (served, on_success) {
+        (Ok(resp), Some(event)) if resp.status().is_success() => {
             let digest = resp
                 .headers()
                 .get(r::CONTENT_DIGEST)
@@ -189,34 +189,25 @@ fn notify(
                 Some(t) => format!("{host}/{name}:{t}"),
                 None => format!("{host}/{name}@{}", digest.clone().unwrap_or_default()),
             };
-            serde_json::json!({
+            let data = serde_json::json!({
                 "resources": [{"digest": digest, "tag": tag, "resource_url": url}],
                 "repository": repository,
-            })
+            });
+            (event, data)
         }
         // A push refused by a quota, whichever step the quota stopped.
-        Err(e) if e.err.detail.as_ref().is_some_and(|d| d.get("quota").is_some()) => {
-            let kind = QUOTA_EXCEED;
+        (Err(e), _) if e.err.detail.as_ref().is_some_and(|d| d.get("quota").is_some()) => {
             let data = serde_json::json!({
                 "resources": [{"tag": reference}],
                 "repository": repository,
                 "custom_attributes": {"Details": e.err.message},
             });
-            w.notify_later(Notice {
-                event_type: kind,
-                project: project.to_string(),
-                operator: operator.to_string(),
-                data,
-            });
-            return;
+            (QUOTA_EXCEED, data)
         }
         _ => return,
     };
-    if kind == QUOTA_EXCEED {
-        return;
-    }
     w.notify_later(Notice {
-        event_type: kind,
+        event_type,
         project: project.to_string(),
         operator: operator.to_string(),
         data,

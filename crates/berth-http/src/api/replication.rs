@@ -190,11 +190,8 @@ pub async fn update_registry(
 pub async fn delete_registry(State(st): State<AppState>, Caller(who): Caller, Path(id): Path<i64>) -> ApiResult {
     require_admin(&who)?;
     let r = registry_row(&st, id).await?;
-    match st.registry.db().delete_registry(id).await {
-        Ok(true) => {}
-        Ok(false) => return Err(ApiErr::not_found(format!("no registry {id}"))),
-        Err(berth_db::DbError::Conflict(m)) => return Err(ApiErr::new(StatusCode::CONFLICT, m)),
-        Err(e) => return Err(e.into()),
+    if !st.registry.db().delete_registry(id).await? {
+        return Err(ApiErr::not_found(format!("no registry {id}")));
     }
     audit(&st, &who, "delete", "registry", &r.name).await;
     Ok(ok())
@@ -319,13 +316,9 @@ async fn save_policy(st: &AppState, id: i64, body: &[u8]) -> ApiResult<Policy> {
     };
     rep.check_policy(&row, &req.spec).await.map_err(api)?;
     let db = st.registry.db();
-    let conflict = |e: berth_db::DbError| match e {
-        berth_db::DbError::Conflict(m) => ApiErr::new(StatusCode::CONFLICT, m),
-        e => e.into(),
-    };
     let id = if id == 0 {
-        db.create_policy(&row).await.map_err(conflict)?
-    } else if db.update_policy(&row).await.map_err(conflict)? {
+        db.create_policy(&row).await?
+    } else if db.update_policy(&row).await? {
         id
     } else {
         return Err(ApiErr::not_found(format!("no replication policy {id}")));
@@ -428,15 +421,15 @@ fn execution_json(j: &JobRow) -> Value {
     })
 }
 
-/// Runs of one policy (or all), newest first.
+/// Runs of one policy (or all), newest first: the latest 10,000.
 async fn executions(st: &AppState, policy_id: Option<i64>) -> ApiResult<Vec<JobRow>> {
-    let (rows, _) = st.registry.db().jobs(berth_core::jobs::REPLICATION, 0, 10_000).await?;
-    Ok(rows
-        .into_iter()
-        .filter(|j| {
-            policy_id.is_none_or(|id| serde_json::from_str::<RunArgs>(&j.args).is_ok_and(|a| a.policy_id == id))
-        })
-        .collect())
+    let prefix = policy_id.map(berth_core::jobs::policy_args_prefix).unwrap_or_default();
+    let (rows, _) = st
+        .registry
+        .db()
+        .jobs_with_args(berth_core::jobs::REPLICATION, &prefix, 0, 10_000)
+        .await?;
+    Ok(rows)
 }
 
 async fn execution(st: &AppState, id: i64) -> ApiResult<JobRow> {

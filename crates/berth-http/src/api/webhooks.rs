@@ -141,11 +141,7 @@ pub async fn create_policy(
         created_at: 0,
         updated_at: 0,
     };
-    let id = match db.create_webhook(&row).await {
-        Ok(id) => id,
-        Err(berth_db::DbError::Conflict(m)) => return Err(ApiErr::new(StatusCode::CONFLICT, m)),
-        Err(e) => return Err(e.into()),
-    };
+    let id = db.create_webhook(&row).await?;
     // Sealed under the new id: a sealed value copied to another policy does not open.
     row.id = id;
     row.spec = serde_json::to_string(&w.seal(id, &spec, None).map_err(api)?).expect("spec serialises");
@@ -207,11 +203,7 @@ pub async fn update_policy(
         spec: serde_json::to_string(&sealed).expect("spec serialises"),
         ..old
     };
-    match st.registry.db().update_webhook(&row).await {
-        Ok(_) => {}
-        Err(berth_db::DbError::Conflict(m)) => return Err(ApiErr::new(StatusCode::CONFLICT, m)),
-        Err(e) => return Err(e.into()),
-    }
+    st.registry.db().update_webhook(&row).await?;
     w.changed(project.id);
     audit(
         &st,
@@ -308,7 +300,7 @@ pub async fn executions(
         .db()
         .jobs_with_args(
             webhook::WEBHOOK,
-            &webhook::args_prefix(policy.id),
+            &berth_core::jobs::policy_args_prefix(policy.id),
             page.offset(),
             page.size,
         )
